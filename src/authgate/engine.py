@@ -1,0 +1,541 @@
+"""The engine: users, passwords, sessions, tokens and revocation. No web framework here.
+
+:class:`Engine` is the one composition root. The HTTP app, the FastAPI/Starlette adapters,
+the CLI and the pages only call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import inspect
+import logging
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from authgate.clock import Clock, OffsetFileClock, SystemClock
+from authgate.errors import (
+    AuthGateError,
+    CsrfError,
+    InsufficientScope,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidToken,
+    NotFound,
+    RegistrationClosed,
+    Throttled,
+    WrongPassword,
+)
+from authgate.hotstate import HotState
+from authgate.keys import KeyRing
+from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
+from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy
+from authgate.settings import Settings, check_extra_claims
+from authgate.store import schema as t
+from authgate.store.db import Database
+from authgate.store.records import Records, username_key
+from authgate.throttle import MemoryThrottle, ThrottleStore
+from authgate.tokens import AccessTokens
+
+log = logging.getLogger("authgate")
+audit = logging.getLogger("authgate.audit")
+
+ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
+MAX_USERNAME_LENGTH = 150
+
+
+def digest(secret: str) -> str:
+    """SHA-256 of a 256-bit random credential, as stored (hex)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_secret() -> str:
+    """256 bits from the OS CSPRNG, base64url (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _hash_for_log(value: str) -> str:
+    return hashlib.sha256(b"log:" + value.encode()).hexdigest()[:12]
+
+
+class Engine:
+    """Everything authgate does, over a database and in-process hot state."""
+
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 extra_claims: ExtraClaims | None = None,
+                 throttle: ThrottleStore | None = None) -> None:
+        self.settings = settings
+        if clock is None:
+            clock = (OffsetFileClock(settings.test_clock_file) if settings.test_clock_file
+                     else SystemClock())
+        self.clock = clock
+        self.extra_claims = extra_claims
+        self.db = Database(settings.database_url)
+        self.records = Records(self.db)
+        self.hasher = PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost,
+                                     settings.argon2_parallelism)
+        self.throttle: ThrottleStore = throttle or MemoryThrottle(
+            self.clock, settings.account_lock_threshold, settings.ip_failure_limit,
+            settings.ip_failure_window)
+        secret = settings.hs256_secret.get_secret_value().encode() if settings.hs256_secret \
+            else None
+        self.keys = KeyRing(self.records, settings.signing_alg, settings.signing_key_file,
+                            secret)
+        self.tokens = AccessTokens(self.keys, settings.token_issuer, settings.audience,
+                                   settings.access_token_ttl, settings.token_leeway)
+        self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
+        self._csrf_key = b""
+        self._started = False
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, migrate: bool = True) -> None:
+        if self._started:
+            return
+        if migrate:
+            await self.db.migrate()
+        now = self.clock.now()
+        await self.keys.load(now)
+        self._csrf_key = bytes.fromhex(
+            await self.records.server_secret("csrf", secrets.token_hex(32)))
+        await self.hasher.dummy_hash()
+        await self.hot.start(self.settings.access_token_ttl)
+        if self.extra_claims is not None:
+            probe = await self._extra_claims(User(id="probe", username="probe"))
+            check_extra_claims(set(probe))
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="authgate-purge"))
+        self._started = True
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        await self.hot.stop()
+        await self.db.close()
+        self._started = False
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(300)
+            try:
+                await self.purge()
+                await self.keys.load(self.clock.now(), create=False)
+            except AuthGateError:
+                pass
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def purge(self) -> dict[str, int]:
+        """Delete expired sessions, refresh tokens and denylist entries."""
+        counts = await self.records.purge(self.clock.now())
+        self.hot.sessions.expire(lambda s: not s.alive_at(self.clock.now()))
+        return counts
+
+    # -- users ----------------------------------------------------------------------------
+
+    async def create_user(self, username: str, password: str, roles: list[str] | None = None,
+                          *, check: bool = True) -> User:
+        username = _clean_username(username)
+        if check:
+            check_policy(password, min_length=self.settings.password_min_length,
+                         username=username)
+        user = User(id=_new_id(), username=username, roles=tuple(roles or ()),
+                    created_at=self.clock.now())
+        created = await self.records.create_user(user, await self.hasher.hash(password))
+        audit.info("user created", extra={"event": "user_created", "user_id": user.id})
+        return created
+
+    async def register(self, username: str, password: str) -> User:
+        if not self.settings.open_registration:
+            raise RegistrationClosed()
+        return await self.create_user(username, password)
+
+    async def get_user(self, user_id: str) -> User | None:
+        cached = self.hot.users.get(user_id)
+        if cached is not None:
+            return cached
+        user = await self.records.get_user(user_id)
+        if user is not None:
+            self.hot.users.put(user_id, user)
+        return user
+
+    async def user_by_name(self, username: str) -> User | None:
+        found = await self.records.user_with_hash(username)
+        return found[0] if found else None
+
+    async def set_disabled(self, user: User, disabled: bool) -> None:
+        """Disable (ending every session, token family and access token) or enable."""
+        now = self.clock.now()
+        if disabled:
+            await self._revoke_everything(user.id, now, disabled=True)
+        else:
+            await self.records.update_user(user.id, disabled=False)
+            self._apply([f"user:{user.id}"])
+        audit.info("user %s", "disabled" if disabled else "enabled",
+                   extra={"event": "user_disabled" if disabled else "user_enabled",
+                          "user_id": user.id})
+
+    async def set_password(self, user: User, password: str, *, keep_session: str | None = None,
+                           keep_family: str | None = None) -> None:
+        """Set a new password and end every other session and token family."""
+        check_policy(password, min_length=self.settings.password_min_length,
+                     username=user.username)
+        new_hash = await self.hasher.hash(password)
+        now = self.clock.now()
+        await self.records.update_user(user.id, password_hash=new_hash)
+        keys = await self.records.delete_sessions(sa.and_(
+            t.sessions.c.user_id == user.id,
+            t.sessions.c.id != (keep_session or "")), now)
+        keys += await self.records.revoke_families(sa.and_(
+            t.token_families.c.user_id == user.id,
+            t.token_families.c.id != (keep_family or "")), now)
+        self._apply(keys + [f"user:{user.id}"])
+        audit.info("password changed", extra={"event": "password_changed", "user_id": user.id})
+
+    async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
+        keys = await self.records.delete_sessions(t.sessions.c.user_id == user_id, now)
+        keys += await self.records.revoke_families(t.token_families.c.user_id == user_id, now)
+        # Whole seconds: access tokens issued in an earlier second are refused by the
+        # cutoff; those of this very second are covered by their family's revocation.
+        await self.records.cut_off_user(user_id, float(int(now)), **user_values)
+        self._apply(keys + [f"user:{user_id}"])
+
+    # -- passwords and throttling ---------------------------------------------------------
+
+    async def check_password(self, username: Any, password: Any, ip: str) -> User:
+        """The user these credentials name, or :class:`InvalidCredentials` (the same for an
+        unknown user, a wrong password and a disabled user, in the same time), or
+        :class:`Throttled`."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise InvalidCredentials()
+        account = username_key(username)[:MAX_USERNAME_LENGTH] if username else ""
+        wait = await self.throttle.retry_after(account, ip)
+        if wait:
+            audit.warning("login throttled", extra={"event": "login_throttled", "ip": ip})
+            raise Throttled(int(wait))
+        if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
+            await self.throttle.failed(account, ip)
+            raise InvalidCredentials()
+        found = await self.records.user_with_hash(username)
+        ok = await self.hasher.verify(found[1] if found else None, password)
+        if not ok or found is None or found[0].disabled:
+            await self.throttle.failed(account, ip)
+            audit.info("login failed", extra={"event": "login_failed", "ip": ip,
+                                              "account": _hash_for_log(account)})
+            raise InvalidCredentials()
+        user, stored = found
+        await self.throttle.succeeded(account)
+        if self.hasher.needs_rehash(stored):
+            await self.records.set_password_hash_if(user.id, stored,
+                                                    await self.hasher.hash(password))
+        return user
+
+    # -- sessions -------------------------------------------------------------------------
+
+    async def login(self, username: Any, password: Any, *, remember: bool = False,
+                    ip: str = "", user_agent: str = "") -> tuple[str, SessionRecord, User]:
+        """Check the password and start a new session. Returns (cookie value, record, user).
+        Any session ID the client sent before is ignored: a new one is always made."""
+        user = await self.check_password(username, password, ip)
+        value, rec = await self._new_session(user, remember, ip, user_agent)
+        audit.info("login", extra={"event": "login", "user_id": user.id, "ip": ip})
+        return value, rec, user
+
+    async def _new_session(self, user: User, remember: bool, ip: str,
+                           user_agent: str) -> tuple[str, SessionRecord]:
+        now = self.clock.now()
+        s = self.settings
+        value = new_secret()
+        ttl = s.remember_me_ttl if remember else s.session_absolute_ttl
+        rec = SessionRecord(
+            id=_new_id(), token_hash=digest(value), user_id=user.id,
+            csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
+            expires_at=now + ttl, idle_ttl=ttl if remember else s.session_idle_ttl,
+            remember=remember, ip=ip[:64], user_agent=user_agent[:512])
+        evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now)
+        self._apply(evicted)
+        self.hot.sessions.put(rec.token_hash, rec)
+        return value, rec
+
+    async def session_principal(self, cookie_value: str) -> Principal | None:
+        """The principal behind a session cookie value, or None. Usually no I/O at all."""
+        if not cookie_value or len(cookie_value) > 128:
+            return None
+        self.hot.ensure_fresh()
+        key = digest(cookie_value)
+        now = self.clock.now()
+        rec = self.hot.sessions.get(key)
+        if rec is None or not rec.alive_at(now):
+            if key in self.hot.no_session:
+                return None
+            rec = await self.records.get_session(key)  # another worker may have touched it
+            if rec is None:
+                self.hot.no_session.put(key, True)
+                return None
+            if not rec.alive_at(now):
+                self.hot.sessions.pop(key)
+                return None
+            self.hot.sessions.put(key, rec)
+        user = await self.get_user(rec.user_id)
+        if user is None or user.disabled:
+            return None
+        if now - rec.last_seen_at >= self.settings.session_touch_interval:
+            rec.last_seen_at = now  # written at most every touch interval
+            await self.records.touch_session(rec.id, now)
+        return Principal(user=user, auth="session",
+                         scopes=tuple(self.settings.scopes_for(list(user.roles))),
+                         session=rec, csrf_token=rec.csrf_token, via_cookie=True)
+
+    async def logout(self, principal: Principal) -> None:
+        if principal.session is not None:
+            keys = await self.records.delete_sessions(
+                t.sessions.c.id == principal.session.id, self.clock.now())
+            self._apply(keys)
+        elif principal.claims is not None:
+            await self._revoke_access(principal.claims, family=True)
+        audit.info("logout", extra={"event": "logout", "user_id": principal.user.id})
+
+    async def rotate_session(self, principal: Principal, ip: str = "",
+                             user_agent: str = "") -> tuple[str, SessionRecord] | None:
+        """A fresh ID for the caller's session (after re-authentication); the old one ends."""
+        if principal.session is None:
+            return None
+        old = principal.session
+        value, rec = await self._new_session(principal.user, old.remember, ip or old.ip,
+                                             user_agent or old.user_agent)
+        self._apply(await self.records.delete_sessions(t.sessions.c.id == old.id,
+                                                       self.clock.now()))
+        return value, rec
+
+    async def change_password(self, principal: Principal, current: Any, new: Any,
+                              ip: str) -> tuple[str, SessionRecord] | None:
+        """Check ``current`` (throttled like a login), set ``new``, end every other session and
+        family, and rotate the caller's own session ID."""
+        user = principal.user
+        try:
+            await self.check_password(user.username, current, ip)
+        except InvalidCredentials:
+            raise WrongPassword() from None
+        family = principal.claims.get("sid") if principal.claims else None
+        await self.set_password(user, new, keep_session=principal.session.id
+                                if principal.session else None, keep_family=family)
+        return await self.rotate_session(principal, ip)
+
+    async def sign_ins(self, principal: Principal) -> list[SignInEntry]:
+        now = self.clock.now()
+        current_session = principal.session.id if principal.session else None
+        current_family = principal.claims.get("sid") if principal.claims else None
+        entries = [
+            SignInEntry(id=s.id, kind="session", created_at=s.created_at,
+                        last_seen_at=s.last_seen_at, expires_at=s.deadline(), ip=s.ip,
+                        user_agent=s.user_agent, current=s.id == current_session)
+            for s in await self.records.user_sessions(principal.user.id, now)]
+        entries += [
+            SignInEntry(id=f.id, kind="token", created_at=f.created_at,
+                        last_seen_at=f.last_seen_at, expires_at=f.expires_at, ip=f.ip,
+                        user_agent=f.user_agent, current=f.id == current_family)
+            for f in await self.records.user_families(principal.user.id, now)]
+        entries.sort(key=lambda e: e.created_at)
+        return entries
+
+    async def revoke_sign_in(self, principal: Principal, entry_id: str) -> None:
+        """End one of the caller's own sessions or token families; another user's id is
+        :class:`NotFound` like an unknown one."""
+        if not isinstance(entry_id, str) or len(entry_id) > 64:
+            raise NotFound()
+        now = self.clock.now()
+        uid = principal.user.id
+        keys = await self.records.delete_sessions(sa.and_(
+            t.sessions.c.id == entry_id, t.sessions.c.user_id == uid), now)
+        if not keys:
+            keys = await self.records.revoke_families(sa.and_(
+                t.token_families.c.id == entry_id, t.token_families.c.user_id == uid), now)
+        if not keys:
+            raise NotFound("no such session")
+        self._apply(keys)
+        audit.info("sign-in revoked", extra={"event": "session_revoked", "user_id": uid})
+
+    async def logout_everywhere(self, user: User) -> None:
+        await self._revoke_everything(user.id, self.clock.now())
+        audit.info("logged out everywhere", extra={"event": "logout_all", "user_id": user.id})
+
+    # -- tokens ---------------------------------------------------------------------------
+
+    async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
+                             ip: str = "", user_agent: str = "") -> TokenPair:
+        user = await self.check_password(username, password, ip)
+        granted = self._grant_scope(user, scope)
+        now = self.clock.now()
+        s = self.settings
+        fam = TokenFamily(id=_new_id(), user_id=user.id, scope=granted, created_at=now,
+                          last_seen_at=now, expires_at=now + s.refresh_token_ttl,
+                          ip=ip[:64], user_agent=user_agent[:512])
+        refresh = new_secret()
+        evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
+                                                   s.max_sessions_per_user, now)
+        self._apply(evicted)
+        audit.info("token login", extra={"event": "token_login", "user_id": user.id, "ip": ip})
+        return await self._pair(user, fam, refresh, now)
+
+    async def refresh_grant(self, refresh_token: Any, *, ip: str = "",
+                            csrf: str | None = None) -> TokenPair:
+        """Rotate a refresh token. With ``csrf`` (the token came from a cookie) that value
+        must be the family's CSRF value."""
+        if not isinstance(refresh_token, str) or not 20 <= len(refresh_token) <= 128:
+            raise InvalidGrant()
+        if csrf is not None:
+            fam = await self.records.refresh_family(digest(refresh_token))
+            if fam is None or not hmac.compare_digest(csrf.encode(),
+                                                      self.token_csrf(fam.id).encode()):
+                raise CsrfError()
+        now = self.clock.now()
+        new = new_secret()
+        outcome, fam = await self.records.rotate_refresh(
+            digest(refresh_token), digest(new), now, self.settings.refresh_reuse_grace,
+            self.settings.refresh_idle_ttl)
+        if outcome == "reuse" and fam is not None:
+            self._apply([f"family:{fam.id}"])
+            audit.warning("refresh token reuse: family revoked",
+                          extra={"event": "refresh_reuse", "user_id": fam.user_id, "ip": ip})
+            raise InvalidGrant("the refresh token was already used")
+        if outcome != "ok" or fam is None:
+            raise InvalidGrant()
+        user = await self.records.get_user(fam.user_id)
+        if user is None or user.disabled:
+            raise InvalidGrant()
+        self.hot.users.put(user.id, user)
+        # Scopes are re-derived from the user's current roles (a downgrade takes effect).
+        scope = self._grant_scope(user, fam.scope or None)
+        return await self._pair(user, fam, new, now, scope)
+
+    async def _pair(self, user: User, fam: TokenFamily, refresh: str, now: float,
+                    scope: str | None = None) -> TokenPair:
+        extra = await self._extra_claims(user) if self.extra_claims else None
+        granted = fam.scope if scope is None else scope
+        token, claims = self.tokens.issue(sub=user.id, scope=granted, roles=list(user.roles),
+                                          family_id=fam.id, now=now, extra=extra)
+        return TokenPair(access_token=token, expires_in=self.settings.access_token_ttl,
+                         refresh_token=refresh, scope=granted, family_id=fam.id, claims=claims)
+
+    async def _extra_claims(self, user: User) -> dict[str, Any]:
+        assert self.extra_claims is not None
+        value = self.extra_claims(user)
+        if inspect.isawaitable(value):
+            value = await value
+        return dict(value)
+
+    def _grant_scope(self, user: User, requested: Any) -> str:
+        allowed = self.settings.scopes_for(list(user.roles))
+        if requested is None or requested == "":
+            return " ".join(allowed)
+        if not isinstance(requested, str):
+            raise InvalidGrant("scope must be a space-separated string")
+        return " ".join(s for s in dict.fromkeys(requested.split()) if s in allowed)
+
+    async def token_principal(self, token: str, *, via_cookie: bool = False) -> Principal:
+        """Verify an access token and check it is not revoked. Raises :class:`InvalidToken`.
+        A token verified before is not verified again until its ``exp``; the revocation
+        checks run every time, from memory."""
+        self.hot.ensure_fresh()
+        now = self.clock.now()
+        claims = self.hot.verified.get(token)
+        if claims is None or now >= claims["exp"] + self.settings.token_leeway:
+            claims = self.tokens.verify(token, now)
+            self.hot.verified.put(token, claims)
+        if claims["jti"] in self.hot.denied_jtis or claims.get("sid") in \
+                self.hot.revoked_families:
+            raise InvalidToken()
+        user = await self.get_user(claims["sub"])
+        if user is None or user.disabled or claims["iat"] < user.tokens_valid_after:
+            raise InvalidToken()
+        scopes = tuple(claims.get("scope", "").split())
+        csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
+        return Principal(user=user, auth="token", scopes=scopes, claims=claims,
+                         csrf_token=csrf, via_cookie=via_cookie)
+
+    def token_csrf(self, family_id: str) -> str:
+        """The CSRF value of a token family whose tokens travel in cookies: an HMAC of the
+        family id under a server secret, so it is checked with no server state and stays the
+        same across refreshes."""
+        return self.mac("at-csrf", family_id)
+
+    def mac(self, purpose: str, value: str) -> str:
+        """HMAC-SHA256 under the server's stored secret, base64url (192 bits)."""
+        msg = f"{purpose}:{value}".encode()
+        return base64.urlsafe_b64encode(
+            hmac.new(self._csrf_key, msg, hashlib.sha256).digest()[:24]).decode()
+
+    async def revoke_token(self, token: Any) -> None:
+        """RFC 7009: revoke a refresh token (its family and that family's access tokens) or
+        an access token (its ``jti``). Unknown or invalid tokens are silently ignored."""
+        if not isinstance(token, str) or not token or len(token) > 8192:
+            return
+        now = self.clock.now()
+        if "." not in token:
+            fam = await self.records.refresh_family(digest(token))
+            if fam is not None:
+                self._apply(await self.records.revoke_families(
+                    t.token_families.c.id == fam.id, now))
+                audit.info("refresh token revoked", extra={"event": "token_revoked",
+                                                           "user_id": fam.user_id})
+            return
+        try:
+            claims = self.tokens.verify(token, now)
+        except InvalidToken:
+            return
+        await self._revoke_access(claims, family=False)
+
+    async def _revoke_access(self, claims: dict[str, Any], family: bool) -> None:
+        now = self.clock.now()
+        await self.records.deny_jti(claims["jti"], float(claims["exp"]) + 60, now)
+        keys = [f"jti:{claims['jti']}"]
+        if family and claims.get("sid"):
+            keys += await self.records.revoke_families(
+                t.token_families.c.id == claims["sid"], now)
+        self._apply(keys)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _apply(self, keys: list[str]) -> None:
+        for key in keys:
+            self.hot.apply(key)
+
+    @staticmethod
+    def require_scopes(principal: Principal, scopes: list[str]) -> None:
+        missing = [s for s in scopes if s not in principal.scopes]
+        if missing:
+            raise InsufficientScope(f"requires scope: {' '.join(missing)}")
+
+    async def health(self) -> dict[str, str]:
+        return {"database": "ok" if await self.db.ping() else "unavailable"}
+
+
+def _clean_username(username: Any) -> str:
+    import unicodedata
+
+    from authgate.errors import InvalidRequest
+
+    if not isinstance(username, str):
+        raise InvalidRequest("username must be a string")
+    name = unicodedata.normalize("NFC", username).strip()
+    if not 1 <= len(name) <= MAX_USERNAME_LENGTH:
+        raise InvalidRequest(f"username must be 1 to {MAX_USERNAME_LENGTH} characters")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise InvalidRequest("username must not contain control characters")
+    return name

@@ -1,0 +1,146 @@
+"""One root, a shallow tree. Adapters map these onto the contract's JSON errors; a client is
+never told *why* a credential was refused."""
+
+from __future__ import annotations
+
+
+class AuthGateError(Exception):
+    """Root of every error authgate raises on purpose."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.__class__.__doc__ or self.code)
+        self.detail = detail or (self.__class__.__doc__ or self.code).strip()
+
+
+class ConfigError(AuthGateError):
+    """The configuration is invalid."""
+
+    code = "config"
+
+
+class InvalidCredentials(AuthGateError):
+    """Invalid username or password."""
+
+    code = "invalid_credentials"
+    status = 401
+
+
+class NotAuthenticated(AuthGateError):
+    """Authentication required."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class InvalidToken(NotAuthenticated):
+    """The access token is invalid."""
+
+    code = "invalid_token"
+
+
+class InsufficientScope(AuthGateError):
+    """The credential lacks a required scope."""
+
+    code = "insufficient_scope"
+    status = 403
+
+
+class CsrfError(AuthGateError):
+    """Cross-site request refused: a valid X-CSRF-Token and a same-origin request are required."""
+
+    code = "csrf"
+    status = 403
+
+
+class PolicyError(AuthGateError):
+    """The password does not meet the policy."""
+
+    code = "password_policy"
+    status = 422
+
+
+class UsernameTaken(AuthGateError):
+    """That username is taken."""
+
+    code = "username_taken"
+    status = 409
+
+
+class RegistrationClosed(AuthGateError):
+    """Registration is closed."""
+
+    code = "registration_closed"
+    status = 403
+
+
+class NotFound(AuthGateError):
+    """Not found."""
+
+    code = "not_found"
+    status = 404
+
+
+class Throttled(AuthGateError):
+    """Too many failed attempts; try again later."""
+
+    code = "too_many_requests"
+    status = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = max(1, int(retry_after))
+
+
+class InvalidGrant(AuthGateError):
+    """The grant is invalid, expired or revoked."""
+
+    code = "invalid_grant"
+
+
+class InvalidRequest(AuthGateError):
+    """The request is malformed."""
+
+    code = "invalid_request"
+
+
+class UnsupportedGrantType(AuthGateError):
+    """That grant_type is not supported."""
+
+    code = "unsupported_grant_type"
+
+
+class BackendUnavailable(AuthGateError):
+    """A backend this request needs is unavailable."""
+
+    code = "unavailable"
+    status = 503
+
+
+class WrongPassword(AuthGateError):
+    """The current password is wrong."""
+
+    code = "invalid_credentials"
+    status = 403
+
+
+class BadRequest(AuthGateError):
+    """The request body is not acceptable."""
+
+    code = "invalid_request"
+
+
+class PayloadTooLarge(AuthGateError):
+    """The request body is larger than 64 KiB."""
+
+    code = "payload_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(AuthGateError):
+    """Send application/json."""
+
+    code = "unsupported_media_type"
+    status = 415

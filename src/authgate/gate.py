@@ -1,0 +1,103 @@
+"""``AuthGate``: the engine as a FastAPI/Starlette user sees it.
+
+    gate = AuthGate(Settings(database_url="sqlite:///app.db"))
+    app = FastAPI(lifespan=gate.lifespan)
+    app.include_router(gate.router)
+
+    @app.get("/home")
+    async def home(user: Principal = Depends(gate.session_user)): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from authgate.clock import Clock
+from authgate.engine import Engine, ExtraClaims
+from authgate.errors import AuthGateError
+from authgate.models import Principal
+from authgate.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+Dependency = Callable[..., Awaitable[Principal]]
+
+
+class AuthGate:
+    """The composition root for an app: settings, engine, router, lifespan, dependencies.
+
+    :param settings: what to connect to and how long things live (``Settings()`` reads the
+        ``AUTHGATE_*`` environment).
+    :param extra_claims: ``fn(user) -> dict`` (sync or async) of custom claims added to
+        every access token; registered claim names are refused at start-up.
+    :param clock: an injected clock (tests).
+    """
+
+    def __init__(self, settings: Settings | None = None, *,
+                 extra_claims: ExtraClaims | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.engine = Engine(self.settings, clock=clock, extra_claims=extra_claims)
+
+    @asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """Starts the engine (migrations, keys, revocation watcher) and stops it."""
+        await self.engine.start()
+        try:
+            yield
+        finally:
+            await self.engine.stop()
+
+    @cached_property
+    def router(self) -> APIRouter:
+        """The contract's ``/auth/*`` API and ``/.well-known/jwks.json`` as an APIRouter."""
+        from authgate.web.router import build_router
+
+        return build_router(self.engine)
+
+    @cached_property
+    def _deps(self) -> dict[str, Dependency]:
+        from authgate.web.deps import build_dependencies
+
+        return build_dependencies(self)
+
+    @property
+    def session_user(self) -> Dependency:
+        """FastAPI dependency: the caller authenticated by the session cookie only."""
+        return self._deps["session"]
+
+    @property
+    def token_user(self) -> Dependency:
+        """FastAPI dependency: the caller authenticated by an access token only (the
+        ``Authorization: Bearer`` header, or the access-token cookie)."""
+        return self._deps["token"]
+
+    @property
+    def any_user(self) -> Dependency:
+        """FastAPI dependency: the caller by bearer token or session cookie."""
+        return self._deps["any"]
+
+    def user(self, scopes: Sequence[str] = (), via: str = "any") -> Dependency:
+        """FastAPI dependency: the caller (``via`` = ``any``, ``session`` or ``token``), who
+        must hold every scope in ``scopes`` (403 ``insufficient_scope`` otherwise)."""
+        from authgate.web.deps import build_dependency
+
+        return build_dependency(self, via, list(scopes))
+
+    async def authenticate(self, request: Request, via: str = "any") -> Principal:
+        """The caller of a Starlette request, or raise :class:`AuthGateError`."""
+        from authgate.web.authn import authenticate
+
+        return await authenticate(self.engine, request, via)  # type: ignore[arg-type]
+
+    @staticmethod
+    def error_response(exc: AuthGateError) -> Response:
+        """The contract's JSON error for ``exc`` (for an app's exception handler)."""
+        from authgate.web.http import error_response
+
+        return error_response(exc)

@@ -1,0 +1,175 @@
+"""Hot state: what every request consults, kept in this process and kept fresh.
+
+The per-request check never needs a round trip once the answer is known: sessions, users,
+verified tokens, revoked token families and denied ``jti`` live in dictionaries here. They
+stay correct because every revocation is written to the database's ``revocations`` log in
+the same transaction as the change, and each process tails that log every
+``poll_interval`` seconds (a Redis channel, when configured, delivers it sooner). If the log
+cannot be read for ``stale_after`` seconds, :meth:`HotState.ensure_fresh` raises
+:class:`BackendUnavailable`: requests fail closed (503) rather than trust a stale cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from authgate.clock import Clock
+from authgate.errors import BackendUnavailable
+from authgate.models import SessionRecord, User
+from authgate.store.records import Records
+
+log = logging.getLogger("authgate")
+K = TypeVar("K")
+V = TypeVar("V")
+
+MISSING = object()
+
+
+class BoundedCache(Generic[K, V]):
+    """A dict that forgets its least recently inserted entries past ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        return self._data.get(key)
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._data
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        if len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def expire(self, predicate: Callable[[V], bool]) -> None:
+        for key in [k for k, v in self._data.items() if predicate(v)]:
+            del self._data[key]
+
+
+class HotState:
+    """Caches plus the revocation watcher that keeps them honest."""
+
+    def __init__(self, records: Records, clock: Clock, poll_interval: float = 0.25,
+                 stale_after: float = 1.0, capacity: int = 200_000) -> None:
+        self.records = records
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.stale_after = stale_after
+        self.sessions: BoundedCache[str, SessionRecord] = BoundedCache(capacity)
+        self.no_session: BoundedCache[str, bool] = BoundedCache(capacity)
+        self.users: BoundedCache[str, User] = BoundedCache(capacity)
+        self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(capacity)
+        self.revoked_families: dict[str, float] = {}
+        self.denied_jtis: dict[str, float] = {}
+        self.family_ttl = 0.0
+        self._last_id = 0
+        self._fresh_at = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._down_logged = False
+        self.listeners: list[Callable[[str], Awaitable[None] | None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, access_ttl: float) -> None:
+        now = self.clock.now()
+        self.family_ttl = access_ttl + 60
+        self._last_id = await self.records.last_revocation_id()
+        for fid in await self.records.revoked_families_since(now - self.family_ttl):
+            self.revoked_families[fid] = now + self.family_ttl
+        for jti, exp in await self.records.denied_jtis(now):
+            self.denied_jtis[jti] = exp
+        self._fresh_at = _monotonic()
+        self._task = asyncio.create_task(self._watch(), name="authgate-revocations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            await self.poll()
+
+    async def poll(self) -> None:
+        """Apply every revocation logged since the last poll."""
+        try:
+            events = await self.records.revocations_after(self._last_id)
+        except BackendUnavailable:
+            if not self._down_logged:
+                log.error("revocation log unreachable: failing closed until it returns")
+                self._down_logged = True
+            return
+        except Exception:  # never let the watcher die
+            log.exception("revocation poll failed")
+            return
+        if self._down_logged:
+            log.warning("revocation log reachable again")
+            self._down_logged = False
+            self.sessions.clear()  # we may have missed events: start over
+            self.users.clear()
+        for event_id, key in events:
+            self.apply(key)
+            self._last_id = event_id
+        self._fresh_at = _monotonic()
+        self._housekeep()
+
+    def mark_fresh(self) -> None:
+        self._fresh_at = _monotonic()
+
+    def ensure_fresh(self) -> None:
+        if _monotonic() - self._fresh_at > self.stale_after:
+            raise BackendUnavailable("revocation state is stale")
+
+    @property
+    def healthy(self) -> bool:
+        return _monotonic() - self._fresh_at <= self.stale_after
+
+    # -- events ---------------------------------------------------------------------------
+
+    def apply(self, key: str) -> None:
+        """Apply one revocation: ``session:<hash>``, ``family:<id>``, ``jti:<jti>``,
+        ``user:<id>``."""
+        kind, _, value = key.partition(":")
+        now = self.clock.now()
+        if kind == "session":
+            self.sessions.pop(value)
+        elif kind == "family":
+            self.revoked_families[value] = now + self.family_ttl
+        elif kind == "jti":
+            self.denied_jtis[value] = now + self.family_ttl
+        elif kind == "user":
+            self.users.pop(value)
+        for listener in self.listeners:
+            listener(key)
+
+    def _housekeep(self) -> None:
+        now = self.clock.now()
+        if len(self.revoked_families) > 1000 or len(self.denied_jtis) > 1000:
+            self.revoked_families = {k: v for k, v in self.revoked_families.items() if v > now}
+            self.denied_jtis = {k: v for k, v in self.denied_jtis.items() if v > now}
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()

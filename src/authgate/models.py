@@ -1,0 +1,106 @@
+"""The engine's value types. Plain dataclasses: no framework, no ORM."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A user as the API shows it. Never carries the password hash."""
+
+    id: str
+    username: str
+    roles: tuple[str, ...] = ()
+    disabled: bool = False
+    created_at: float = 0.0
+    tokens_valid_after: float = 0.0
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """A server-side session. ``token_hash`` is the SHA-256 of the cookie value."""
+
+    id: str
+    token_hash: str
+    user_id: str
+    csrf_token: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    idle_ttl: int
+    remember: bool = False
+    ip: str = ""
+    user_agent: str = ""
+
+    def deadline(self) -> float:
+        """When the session ends unless used again: the earlier of idle and absolute."""
+        return min(self.expires_at, self.last_seen_at + self.idle_ttl)
+
+    def alive_at(self, now: float) -> bool:
+        return now < self.deadline()
+
+
+@dataclass(slots=True)
+class TokenFamily:
+    """Every refresh token descended from one token login."""
+
+    id: str
+    user_id: str
+    scope: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    revoked_at: float | None = None
+    ip: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignInEntry:
+    """One row of ``GET /auth/sessions``."""
+
+    id: str
+    kind: Literal["session", "token"]
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    ip: str
+    user_agent: str
+    current: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    scope: str
+    family_id: str
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling and how: the result of authenticating one request."""
+
+    user: User
+    auth: Literal["session", "token"]
+    scopes: tuple[str, ...]
+    session: SessionRecord | None = None
+    claims: dict[str, Any] | None = None
+    csrf_token: str | None = None
+    via_cookie: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+    @property
+    def username(self) -> str:
+        return self.user.username
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self.user.roles

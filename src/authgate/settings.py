@@ -1,0 +1,242 @@
+"""One validated settings object: environment variables ``AUTHGATE_<NAME>`` and a TOML file.
+
+Precedence (highest first): keyword arguments, environment, the ``--config`` TOML file,
+defaults. Every default is the safe one; loosening needs an explicit setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from authgate.errors import ConfigError
+
+SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
+
+_REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ"}
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTHGATE_",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    database_url: str = "sqlite:///./authgate.db"
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    issuer: str | None = None
+    audience: str = "authgate"
+
+    access_token_ttl: int = Field(default=15 * 60, ge=10, le=24 * 3600)
+    refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=60)
+    refresh_idle_ttl: int | None = Field(default=None, ge=60)
+    session_idle_ttl: int = Field(default=30 * 60, ge=1)
+    session_absolute_ttl: int = Field(default=12 * 3600, ge=1)
+    remember_me_ttl: int = Field(default=30 * 24 * 3600, ge=1)
+    session_touch_interval: int = Field(default=60, ge=0)
+    refresh_reuse_grace: int = Field(default=0, ge=0, le=30)
+    token_leeway: int = Field(default=0, ge=0, le=30)
+
+    cookie_secure: bool = True
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    open_registration: bool = True
+
+    signing_alg: SigningAlg = "EdDSA"
+    signing_key_file: Path | None = None
+    hs256_secret: SecretStr | None = None
+
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    role_scopes: dict[str, list[str]] = Field(default_factory=dict)
+
+    password_min_length: int = Field(default=12, ge=8, le=1024)
+    max_sessions_per_user: int | None = Field(default=None, ge=1)
+
+    account_lock_threshold: int = Field(default=5, ge=1, le=10)
+    ip_failure_limit: int = Field(default=50, ge=1, le=100)
+    ip_failure_window: int = Field(default=15 * 60, ge=1)
+
+    argon2_memory_kib: int = Field(default=19456, ge=19456)
+    argon2_time_cost: int = Field(default=2, ge=2)
+    argon2_parallelism: int = Field(default=1, ge=1)
+
+    revocation_poll_interval: float = Field(default=0.25, gt=0, le=1.0)
+    test_clock_file: Path | None = None
+
+    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("role_scopes", mode="before")
+    @classmethod
+    def _role_scopes(cls, value: Any) -> Any:
+        # "admin=reports:read reports:write;editor=reports:read" or a JSON/TOML table.
+        if isinstance(value, str):
+            value = value.strip()
+            if value.startswith("{"):
+                import json
+
+                return json.loads(value)
+            table: dict[str, list[str]] = {}
+            for item in value.split(";"):
+                if not item.strip():
+                    continue
+                role, sep, scopes = item.partition("=")
+                if not sep or not role.strip():
+                    raise ValueError("expected role=scope1 scope2;role2=scope3")
+                table[role.strip()] = scopes.replace(",", " ").split()
+            return table
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://auth.example.com")
+        return value.rstrip("/")
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
+        return [o.rstrip("/") for o in value]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0]
+        if scheme not in ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg",
+                          "postgres"):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.session_idle_ttl > self.session_absolute_ttl:
+            raise ValueError("session_idle_ttl must not exceed session_absolute_ttl")
+        if self.signing_alg == "HS256":
+            secret = self.hs256_secret.get_secret_value() if self.hs256_secret else ""
+            if len(secret.encode()) < 32:
+                raise ValueError(
+                    "SIGNING_ALG=HS256 needs AUTHGATE_HS256_SECRET of at least 32 random bytes"
+                )
+        return self
+
+    @property
+    def token_issuer(self) -> str:
+        """``ISSUER``, or ``PUBLIC_URL`` when unset."""
+        return self.issuer or self.public_url
+
+    @property
+    def public_origin(self) -> str:
+        parts = urlsplit(self.public_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def cookie_prefix(self) -> str:
+        return "__Host-" if self.cookie_secure else ""
+
+    @property
+    def session_cookie(self) -> str:
+        return f"{self.cookie_prefix}authgate"
+
+    @property
+    def access_cookie(self) -> str:
+        return f"{self.cookie_prefix}authgate-at"
+
+    @property
+    def refresh_cookie(self) -> str:
+        return f"{'__Secure-' if self.cookie_secure else ''}authgate-rt"
+
+    def scopes_for(self, roles: list[str]) -> list[str]:
+        """Every scope the given roles grant (a role grants its own name unless mapped)."""
+        granted: list[str] = []
+        for role in roles:
+            for scope in self.role_scopes.get(role, [role]):
+                if scope not in granted:
+                    granted.append(scope)
+        return granted
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from a TOML file (keys as in the environment, any case), the environment
+    and ``overrides``; raises :class:`ConfigError` with one readable line on bad input."""
+    from pydantic import ValidationError
+
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        section = raw.get("authgate", raw)
+        file_values = {str(k).lower(): v for k, v in section.items()}
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
+                                       env_settings: Any, dotenv_settings: Any,
+                                       file_secret_settings: Any) -> tuple[Any, ...]:
+            def toml_source() -> dict[str, Any]:
+                return file_values
+
+            return (init_settings, env_settings, toml_source)
+
+    try:
+        built = _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return Settings.model_construct(**built.model_dump())
+
+
+def describe_validation_error(exc: Any) -> str:
+    """One line naming the first bad setting as the user would spell it."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()))
+    msg = str(err.get("msg", "invalid"))
+    if err.get("type") == "extra_forbidden":
+        return f"unknown setting {loc!r}"
+    if loc:
+        return f"bad setting AUTHGATE_{loc.upper()}: {msg}"
+    return f"bad settings: {msg}"
+
+
+def check_extra_claims(names: set[str]) -> None:
+    clash = sorted(names & _REGISTERED_ONLY)
+    if clash:
+        raise ConfigError(f"extra_claims may not set registered claims: {', '.join(clash)}")

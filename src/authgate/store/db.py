@@ -1,0 +1,127 @@
+"""Connections: SQLAlchemy 2 async over aiosqlite (the embedded default) or asyncpg.
+
+SQLite runs in WAL mode with a busy timeout; write transactions take the write lock up front
+(``BEGIN IMMEDIATE``) so a read-then-write never deadlocks between workers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from authgate.errors import BackendUnavailable, ConfigError
+from authgate.store import schema
+
+
+def async_url(url: str) -> str:
+    """``sqlite:///x.db`` → ``sqlite+aiosqlite:///x.db``; ``postgresql://`` → asyncpg."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("sqlite", "sqlite+aiosqlite"):
+        return f"sqlite+aiosqlite://{rest}"
+    if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return f"postgresql+asyncpg://{rest}"
+    raise ConfigError(f"unsupported database URL scheme {scheme!r}")
+
+
+class Database:
+    """An async engine plus the two ways in: :meth:`read` and :meth:`write`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
+            if path and path != ":memory:":
+                parent = Path(path).expanduser().resolve().parent
+                if not parent.is_dir():
+                    raise ConfigError(f"database directory {parent} does not exist")
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
+                          pool_timeout=5, connect_args={"timeout": 5, "command_timeout": 10})
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            self._sqlite_events()
+
+    def _sqlite_events(self) -> None:
+        sync_engine = self.engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            write = conn.get_execution_options().get("authgate_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise BackendUnavailable("the database is unavailable") from exc
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One transaction holding the write lock; committed on success, else rolled back."""
+        try:
+            async with self.engine.connect() as conn:
+                conn = await conn.execution_options(authgate_write=True)
+                async with conn.begin():
+                    yield conn
+        except (OperationalError, DBAPIError, OSError) as exc:
+            if isinstance(exc, DBAPIError) and not _is_connectivity(exc):
+                raise
+            raise BackendUnavailable("the database is unavailable") from exc
+
+    async def migrate(self) -> int:
+        """Apply pending migrations; returns the number applied. Safe to race."""
+        applied = 0
+        async with self.write() as conn:
+            if not self.is_sqlite:
+                # Serialise concurrent starters on PostgreSQL (SQLite: BEGIN IMMEDIATE does).
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727261)"))
+            await conn.run_sync(
+                lambda c: schema.schema_migrations.create(c, checkfirst=True))
+            done = set((await conn.execute(sa.select(schema.schema_migrations.c.version)))
+                       .scalars())
+            for version, step in schema.MIGRATIONS:
+                if version in done:
+                    continue
+                await conn.run_sync(step)
+                await conn.execute(schema.schema_migrations.insert().values(
+                    version=version, applied_at=time.time()))
+                applied += 1
+        return applied
+
+    async def ping(self) -> bool:
+        try:
+            async with self.read() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+            return True
+        except BackendUnavailable:
+            return False
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _is_connectivity(exc: DBAPIError) -> bool:
+    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)

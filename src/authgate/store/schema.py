@@ -1,0 +1,124 @@
+"""The relational schema (SQLAlchemy Core) and its versioned migrations.
+
+Times are float seconds since the epoch (UTC). Nothing secret is stored as given: session
+IDs and refresh tokens only as SHA-256, passwords only as Argon2id PHC strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("username", sa.String(150), nullable=False),
+    sa.Column("username_key", sa.String(150), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("roles", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # Access tokens issued before this instant are refused (log out everywhere, password
+    # change, disable): the per-user cutoff of ASVS 7.4.1.
+    sa.Column("tokens_valid_after", sa.Float, nullable=False, server_default="0"),
+)
+
+sessions = sa.Table(
+    "sessions", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public id, shown in listings
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # absolute
+    sa.Column("idle_ttl", sa.Integer, nullable=False),
+    sa.Column("remember", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ip", sa.String(64), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+)
+
+token_families = sa.Table(
+    "token_families", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("scope", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),  # absolute: rotation cannot extend it
+    sa.Column("revoked_at", sa.Float, nullable=True),
+    sa.Column("ip", sa.String(64), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("family_id", sa.String(32),
+              sa.ForeignKey("token_families.id", ondelete="CASCADE"), nullable=False,
+              index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+signing_keys = sa.Table(
+    "signing_keys", metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("private_pem", sa.Text, nullable=False),
+    sa.Column("public_jwk", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("signs_from", sa.Float, nullable=False),  # published before it signs
+    sa.Column("retired_at", sa.Float, nullable=True),  # stops signing
+    sa.Column("drop_after", sa.Float, nullable=True),  # leaves the JWKS
+)
+
+denied_jtis = sa.Table(
+    "denied_jtis", metadata,
+    sa.Column("jti", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
+# Append-only log every process tails to learn of revocations within a second, even with
+# no Redis: (kind, key) = ("session", token_hash) | ("family", id) | ("jti", jti) |
+# ("user", user_id).
+revocations = sa.Table(
+    "revocations", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+)
+
+server_secrets = sa.Table(
+    "server_secrets", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations", metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.Float, nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[
+        users, sessions, token_families, refresh_tokens, signing_keys, denied_jtis,
+        revocations, server_secrets,
+    ])
+
+
+# Each migration runs once, in order, in its own transaction. Append; never edit.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _v1),
+]
+LATEST = MIGRATIONS[-1][0]

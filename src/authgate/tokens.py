@@ -1,0 +1,144 @@
+"""Access tokens (RFC 9068 profile) on PyJWT, with a strict gate in front of it.
+
+PyJWT checks the signature (with the one algorithm the key is bound to) before any claim,
+then ``exp``/``iat``/``nbf``/``iss``/``aud``. In front of it this module refuses what PyJWT
+would tolerate: anything but three base64url segments without padding, duplicate JSON
+members, a header that is not exactly ``typ: at+jwt`` with the configured ``alg`` and a known
+string ``kid``, header-supplied keys (``jwk``, ``jku``, ``x5u``, ``x5c``), ``crit``, ``b64``
+and oversized tokens. Every refusal is the same :class:`InvalidToken`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from typing import Any
+
+import jwt
+
+from authgate.errors import InvalidToken
+from authgate.keys import KeyRing
+
+MAX_TOKEN_LENGTH = 8192
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+_ALLOWED_HEADER = {"alg", "kid", "typ"}
+_REQUIRED_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti"]
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError("duplicate member")
+        out[key] = value
+    return out
+
+
+def strict_json(segment: str) -> Any:
+    """Decode one base64url segment as JSON, refusing padding, other alphabets, invalid
+    UTF-8, duplicate members and absurd nesting."""
+    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+        raise InvalidToken()
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        text = raw.decode("utf-8")
+        if text.count("[") + text.count("{") > 64:
+            raise ValueError("too deeply nested")
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
+        raise InvalidToken() from None
+
+
+def peek_header(token: str, keys: KeyRing) -> str:
+    """Check the token's shape and header; return its ``kid`` (a known one)."""
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken()
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[2]:
+        raise InvalidToken()
+    header = strict_json(parts[0])
+    if not isinstance(header, dict) or set(header) - _ALLOWED_HEADER:
+        raise InvalidToken()
+    if header.get("typ") != "at+jwt" or header.get("alg") != keys.alg:
+        raise InvalidToken()
+    kid = header.get("kid")
+    if not isinstance(kid, str) or keys.verifier(kid) is None:
+        raise InvalidToken()
+    payload = strict_json(parts[1])
+    if not isinstance(payload, dict):
+        raise InvalidToken()
+    _SEGMENT.match(parts[2]) or _raise()
+    return kid
+
+
+def _raise() -> None:
+    raise InvalidToken()
+
+
+class AccessTokens:
+    """Issue and verify access tokens against a :class:`KeyRing`."""
+
+    def __init__(self, keys: KeyRing, issuer: str, audience: str, ttl: int,
+                 leeway: int = 0) -> None:
+        self.keys = keys
+        self.issuer = issuer
+        self.audience = audience
+        self.ttl = ttl
+        self.leeway = leeway
+
+    def issue(self, *, sub: str, scope: str, roles: list[str], family_id: str, now: float,
+              extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        iat = int(now)
+        claims: dict[str, Any] = dict(extra or {})
+        claims.update(
+            iss=self.issuer, sub=sub, aud=self.audience, iat=iat, exp=iat + self.ttl,
+            jti=secrets.token_urlsafe(16), scope=scope, roles=roles, sid=family_id,
+            client_id=self.audience,
+        )
+        return self.keys.sign(claims, now), claims
+
+    def verify(self, token: str, now: float) -> dict[str, Any]:
+        """The verified claims, or :class:`InvalidToken` (whatever the reason).
+
+        PyJWT checks the signature first, then ``iss``, ``aud`` and that the required claims
+        are present; the times are checked here against the injected clock.
+        """
+        kid = peek_header(token, self.keys)
+        key = self.keys.verifier(kid)
+        if key is None:
+            raise InvalidToken()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key.verifier, algorithms=[self.keys.alg], audience=self.audience,
+                issuer=self.issuer,
+                options={"require": _REQUIRED_CLAIMS, "verify_exp": False,
+                         "verify_iat": False, "verify_nbf": False})
+        except (jwt.PyJWTError, ValueError, TypeError):
+            raise InvalidToken() from None
+        _check_claims(claims, now, self.leeway)
+        return claims
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_claims(claims: dict[str, Any], now: float, leeway: int) -> None:
+    exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
+    if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
+        raise InvalidToken()
+    if now >= exp + leeway or iat > now + leeway + 1 or nbf > now + leeway:
+        raise InvalidToken()
+    for name in ("sub", "jti", "iss"):
+        if not isinstance(claims.get(name), str):
+            raise InvalidToken()
+    if not isinstance(claims.get("scope", ""), str):
+        raise InvalidToken()
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidToken()
+    if "sid" in claims and not isinstance(claims["sid"], str):
+        raise InvalidToken()

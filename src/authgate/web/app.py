@@ -1,0 +1,198 @@
+"""The server behind ``authgate serve``: built from the same public API a user embeds
+(``AuthGate``: its router and lifespan), plus pages, health, metrics and hardening."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authgate.errors import AuthGateError, PayloadTooLarge
+from authgate.gate import AuthGate
+from authgate.settings import Settings
+from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
+from authgate.web.pages import build_pages
+
+log = logging.getLogger("authgate")
+
+
+class Hardening:
+    """Pure ASGI: refuses bodies over 64 KiB (413 before the app reads them) and adds the
+    security headers every response should carry."""
+
+    def __init__(self, app: ASGIApp, hsts: bool) -> None:
+        self.app = app
+        self.extra: list[tuple[bytes, bytes]] = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+        if hsts:
+            self.extra.append((b"strict-transport-security",
+                               b"max-age=31536000; includeSubDomains"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    await _send_error(send, 400, "invalid_request", "invalid Content-Length")
+                    return
+                if int(value) > MAX_BODY:
+                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+                    return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY:
+                    raise _TooLarge()
+            return message
+
+        started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in self.extra if n not in present]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_headers)
+        except _TooLarge:
+            if not started:
+                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
+    import orjson
+
+    body = orjson.dumps({"error": code, "detail": detail})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class AuditCounter(logging.Handler):
+    """Counts audit events (``authgate.audit`` records with an ``event``) for /metrics."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        event = getattr(record, "event", None)
+        if event:
+            self.counts[event] += 1
+
+
+def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -> FastAPI:
+    """The whole authgate server as an ASGI app."""
+    gate = gate or AuthGate(settings)
+    s = gate.settings
+    engine = gate.engine
+    app = FastAPI(title="authgate", version=_version(), lifespan=gate.lifespan,
+                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
+                  description="Hybrid session + token authentication.")
+    app.include_router(gate.router)
+    for route in build_pages(engine):
+        app.router.routes.append(route)
+    counter = AuditCounter()
+    logging.getLogger("authgate.audit").addHandler(counter)
+
+    @app.get("/healthz", tags=["ops"], summary="Database (and Redis) reachable")
+    async def healthz() -> Response:
+        checks = await engine.health()
+        if not engine.hot.healthy:
+            checks["revocation"] = "stale"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
+                            status_code=200 if ok else 503, headers=NO_STORE)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        lines = ["# TYPE authgate_events_total counter"]
+        lines += [f'authgate_events_total{{event="{k}"}} {v}'
+                  for k, v in sorted(counter.counts.items())]
+        lines += [
+            "# TYPE authgate_cached_sessions gauge",
+            f"authgate_cached_sessions {len(engine.hot.sessions)}",
+            "# TYPE authgate_cached_tokens gauge",
+            f"authgate_cached_tokens {len(engine.hot.verified)}",
+            "# TYPE authgate_revoked_families gauge",
+            f"authgate_revoked_families {len(engine.hot.revoked_families)}",
+            "# TYPE authgate_revocation_fresh gauge",
+            f"authgate_revocation_fresh {int(engine.hot.healthy)}",
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n",
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        from starlette.responses import RedirectResponse
+
+        return RedirectResponse("/account", status_code=303)
+
+    @app.exception_handler(AuthGateError)
+    async def on_auth_error(request: Request, exc: AuthGateError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse({"error": "invalid_request", "detail": "the request is invalid"},
+                            status_code=422, headers=NO_STORE)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse({"error": codes.get(exc.status_code, "http_error"),
+                             "detail": str(exc.detail)}, status_code=exc.status_code,
+                            headers={**NO_STORE, **(exc.headers or {})})
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        log.error("unhandled error on %s %s: %s", request.method, request.url.path,
+                  type(exc).__name__)
+        return JSONResponse({"error": "internal", "detail": "internal error"},
+                            status_code=500, headers=NO_STORE)
+
+    app.add_middleware(Hardening, hsts=s.public_url.startswith("https://"))  # type: ignore[arg-type]
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("authgate")
+    except PackageNotFoundError:
+        return "0"
+
+
+def app_factory() -> Any:
+    """uvicorn ``--factory`` entry: settings from the environment and ``AUTHGATE_CONFIG``."""
+    import os
+
+    from authgate.settings import load_settings
+
+    return create_app(load_settings(os.environ.get("AUTHGATE_CONFIG") or None))

@@ -1,0 +1,59 @@
+"""Which credential a request carries, and what it proves.
+
+*Where a credential travels* (header, token cookie, session cookie) is decided here; *what
+it is* (session record, access token) is the engine's business. Precedence is the
+contract's: ``Authorization: Bearer``, then the access-token cookie, then the session
+cookie. A bearer header that fails is a failure (no fallback to a cookie). Unsafe methods
+authenticated by a cookie are CSRF-checked here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from starlette.requests import HTTPConnection
+
+from authgate.engine import Engine
+from authgate.errors import InvalidToken, NotAuthenticated
+from authgate.models import Principal
+from authgate.web.http import UNSAFE_METHODS, check_csrf, get_cookie
+
+Accept = Literal["any", "session", "token"]
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip()
+
+
+async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "any",
+                       *, csrf: bool = True) -> Principal:
+    """The caller, or :class:`NotAuthenticated` / :class:`InvalidToken`; CSRF-checked when
+    a cookie authenticates an unsafe method."""
+    settings = engine.settings
+    principal: Principal | None = None
+    if accept in ("any", "token"):
+        token = bearer_token(conn)
+        if token is not None:
+            return await engine.token_principal(token)
+        at_cookie = get_cookie(conn, settings.access_cookie)  # type: ignore[arg-type]
+        if at_cookie:
+            try:
+                principal = await engine.token_principal(at_cookie, via_cookie=True)
+            except InvalidToken:
+                if accept == "token":
+                    raise
+    if principal is None and accept in ("any", "session"):
+        value = get_cookie(conn, settings.session_cookie)  # type: ignore[arg-type]
+        if value:
+            principal = await engine.session_principal(value)
+    if principal is None:
+        raise NotAuthenticated()
+    if csrf and principal.via_cookie and conn.scope.get("method") in UNSAFE_METHODS:
+        check_csrf(conn, settings, principal.csrf_token)  # type: ignore[arg-type]
+    return principal

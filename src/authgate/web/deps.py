@@ -1,0 +1,67 @@
+"""FastAPI dependencies, with security schemes declared so OpenAPI (and Swagger UI's
+*Authorize* button, against ``POST /auth/token``) knows both ways in."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, HTTPException
+from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
+from starlette.requests import Request
+
+from authgate.errors import AuthGateError, InsufficientScope
+from authgate.models import Principal
+from authgate.web.authn import Accept, authenticate
+from authgate.web.http import error_response
+
+if TYPE_CHECKING:
+    from authgate.gate import AuthGate, Dependency
+
+
+def _http_error(exc: AuthGateError) -> HTTPException:
+    response = error_response(exc)
+    headers = {k: v for k, v in response.headers.items()
+               if k.lower() in ("www-authenticate", "retry-after")}
+    return HTTPException(status_code=exc.status, detail=exc.detail, headers=headers or None)
+
+
+def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
+    if via not in ("any", "session", "token"):
+        raise ValueError("via must be 'any', 'session' or 'token'")
+    accept: Accept = via  # type: ignore[assignment]
+    s = gate.settings
+    bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False,
+                                  scheme_name="bearer", scopes={})
+    cookie = APIKeyCookie(name=s.session_cookie, auto_error=False, scheme_name="session")
+    engine = gate.engine
+
+    async def check(request: Request) -> Principal:
+        try:
+            principal = await authenticate(engine, request, accept)
+            if scopes:
+                missing = [x for x in scopes if x not in principal.scopes]
+                if missing:
+                    raise InsufficientScope(f"requires scope: {' '.join(missing)}")
+        except AuthGateError as exc:
+            raise _http_error(exc) from None
+        return principal
+
+    if accept == "session":
+        async def session_dep(request: Request,
+                              _c: str | None = Depends(cookie)) -> Principal:
+            return await check(request)
+        return session_dep
+    if accept == "token":
+        async def token_dep(request: Request,
+                            _b: str | None = Depends(bearer)) -> Principal:
+            return await check(request)
+        return token_dep
+
+    async def any_dep(request: Request, _b: str | None = Depends(bearer),
+                      _c: str | None = Depends(cookie)) -> Principal:
+        return await check(request)
+    return any_dep
+
+
+def build_dependencies(gate: AuthGate) -> dict[str, Dependency]:
+    return {via: build_dependency(gate, via, []) for via in ("any", "session", "token")}

@@ -1,0 +1,202 @@
+"""HTTP plumbing shared by the router, the pages and the middleware: bodies, errors, cookies,
+client addresses and CSRF. Thin: no auth decisions are made here."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authgate.errors import (
+    AuthGateError,
+    BadRequest,
+    CsrfError,
+    InsufficientScope,
+    InvalidToken,
+    NotAuthenticated,
+    PayloadTooLarge,
+    Throttled,
+    UnsupportedMediaType,
+)
+from authgate.settings import Settings
+
+MAX_BODY = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class JSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(exc: AuthGateError, *, oauth: bool = False,
+                   token_sent: bool = False) -> JSONResponse:
+    """The contract's error body (RFC 6749 §5.2 form for the OAuth endpoints)."""
+    body = ({"error": exc.code, "error_description": exc.detail} if oauth
+            else {"error": exc.code, "detail": exc.detail})
+    headers = dict(NO_STORE)
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = ('Bearer error="invalid_token"'
+                                       if token_sent or isinstance(exc, InvalidToken)
+                                       else "Bearer")
+    elif isinstance(exc, InsufficientScope):
+        scope = exc.detail.split(":", 1)[-1].strip()
+        headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
+    elif isinstance(exc, Throttled):
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("invalid Content-Length")
+        if int(declared) > limit:
+            raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_params(request: Request, *, allow_form: bool = False) -> dict[str, Any]:
+    """The body as a JSON object (or, where allowed, a urlencoded form). Rejects anything
+    else with a 4xx :class:`AuthGateError`."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    body = await read_body(request)
+    if ctype == "application/json" or (ctype.endswith("+json") and "/" in ctype):
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            raise BadRequest("the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("the body must be a JSON object")
+        return data
+    if allow_form and ctype == "application/x-www-form-urlencoded":
+        try:
+            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
+                              strict_parsing=False, max_num_fields=64)
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("the form is not valid") from None
+        form: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in form:
+                raise BadRequest(f"parameter {key!r} given twice")
+            form[key] = value
+        return form
+    raise UnsupportedMediaType("send application/json" +
+                               (" or application/x-www-form-urlencoded" if allow_form else ""))
+
+
+def check_fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozenset()
+                 ) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field: {unknown[0]}")
+    missing = sorted(required - set(data))
+    if missing:
+        raise BadRequest(f"missing field: {missing[0]}")
+
+
+def get_cookie(request: Request, name: str) -> str | None:
+    """One cookie's value from the raw header; None when absent or unparseable."""
+    header = request.headers.get("cookie")
+    if not header or name not in header:
+        return None
+    return _cookie_value(header, name)
+
+
+@lru_cache(maxsize=4096)
+def _cookie_value(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            value = value.strip()
+            return value if value.isascii() and value.isprintable() else None
+    return None
+
+
+def set_cookie(response: Response, name: str, value: str, *, secure: bool,
+               max_age: int | None = None, path: str = "/", samesite: str = "lax") -> None:
+    """Append one ``Set-Cookie``: always HttpOnly with an explicit SameSite; never Domain."""
+    parts = [f"{name}={value}", f"Path={path}"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+        if max_age == 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    if secure:
+        parts.append("Secure")
+    parts += ["HttpOnly", f"SameSite={samesite.capitalize()}"]
+    response.raw_headers.append((b"set-cookie", "; ".join(parts).encode("latin-1")))
+
+
+def clear_cookie(response: Response, name: str, *, secure: bool, path: str = "/",
+                 samesite: str = "lax") -> None:
+    set_cookie(response, name, "", secure=secure, max_age=0, path=path, samesite=samesite)
+
+
+@lru_cache(maxsize=16)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
+                                                  ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _trusted(host: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(addr in net for net in _networks(proxies))
+
+
+def client_ip(request: Request, settings: Settings) -> str:
+    """The peer address; ``X-Forwarded-For`` only when the peer is a trusted proxy, taking
+    the right-most address that is not itself a trusted proxy."""
+    peer = request.client.host if request.client else ""
+    proxies = tuple(settings.trusted_proxies)
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if not _trusted(hop, proxies):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return peer
+    return peer
+
+
+def allowed_origins(settings: Settings) -> frozenset[str]:
+    return frozenset([settings.public_origin, *settings.allowed_origins])
+
+
+def check_origin(request: Request, settings: Settings) -> None:
+    """Refuse a cross-site request: ``Sec-Fetch-Site: cross-site`` or a foreign
+    ``Origin`` (exact match, ``null`` refused)."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise CsrfError()
+    origin = request.headers.get("origin")
+    if origin is not None and origin.rstrip("/") not in allowed_origins(settings):
+        raise CsrfError()
+
+
+def check_csrf(request: Request, settings: Settings, expected: str | None) -> None:
+    """The contract's CSRF rule for unsafe methods authenticated by a cookie."""
+    check_origin(request, settings)
+    sent = request.headers.get("x-csrf-token", "")
+    if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfError()

@@ -1,0 +1,191 @@
+"""Server-rendered pages: ``/login`` and ``/account`` (Jinja2, no JavaScript needed).
+
+Login CSRF: ``GET /login`` sets a short-lived pre-login cookie holding a random nonce and
+puts ``HMAC(server secret, nonce)`` in the form (signed double submit); ``POST /login``
+needs both to match and a same-origin request. Account actions are plain form POSTs that
+carry the session's CSRF token in a hidden field.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from authgate.engine import Engine
+from authgate.errors import AuthGateError, CsrfError, NotAuthenticated, NotFound, Throttled
+from authgate.models import Principal
+from authgate.web.authn import authenticate
+from authgate.web.http import (
+    check_origin,
+    clear_cookie,
+    client_ip,
+    get_cookie,
+    read_body,
+    set_cookie,
+)
+from authgate.web.router import iso
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; "
+                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+_env = Environment(loader=PackageLoader("authgate", "templates"),
+                   autoescape=select_autoescape(["html"]), enable_async=False)
+
+
+def safe_next(value: str | None) -> str:
+    """A local path to go to after login; anything else (another host, a scheme, ``//``,
+    backslashes, control characters) becomes ``/account``."""
+    if not value or len(value) > 2048 or not value.startswith("/"):
+        return "/account"
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return "/account"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "/account"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return "/account"
+    return value
+
+
+def _form(body: bytes) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=16)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return dict(pairs)
+
+
+def build_pages(engine: Engine) -> list[BaseRoute]:
+    s = engine.settings
+    login_cookie = f"{s.cookie_prefix}authgate-login"
+
+    def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        html = _env.get_template(name).render(**ctx)
+        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    def login_form(request: Request, error: str | None = None, status: int = 200,
+                   username: str = "") -> Response:
+        nonce = secrets.token_urlsafe(24)
+        response = render("login.html", status, error=error, username=username,
+                          next=safe_next(request.query_params.get("next")),
+                          form_token=engine.mac("login-form", nonce))
+        set_cookie(response, login_cookie, nonce, secure=s.cookie_secure, max_age=3600)
+        return response
+
+    async def login_page(request: Request) -> Response:
+        if request.method == "GET":
+            return login_form(request)
+        form = _form(await read_body(request))
+        nonce = get_cookie(request, login_cookie) or ""
+        sent = form.get("form_token", "")
+        try:
+            check_origin(request, s)
+            if not nonce or not hmac.compare_digest(
+                    sent.encode(), engine.mac("login-form", nonce).encode()):
+                raise CsrfError()
+        except CsrfError:
+            return login_form(request, "This form expired or came from another site. "
+                              "Please try again.", 403)
+        username = form.get("username", "")
+        try:
+            value, rec, _user = await engine.login(
+                username, form.get("password", ""), remember=form.get("remember") == "on",
+                ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
+        except Throttled as exc:
+            return login_form(request, "Too many attempts. Try again in "
+                              f"{exc.retry_after} seconds.", 429, username)
+        except AuthGateError:
+            return login_form(request, "Invalid username or password.", 401, username)
+        response = RedirectResponse(safe_next(form.get("next")), status_code=303,
+                                    headers={"Cache-Control": "no-store"})
+        set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,
+                   max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
+        clear_cookie(response, login_cookie, secure=s.cookie_secure)
+        return response
+
+    async def current(request: Request) -> Principal | None:
+        try:
+            return await authenticate(engine, request, "session", csrf=False)
+        except NotAuthenticated:
+            return None
+
+    def to_login(request: Request) -> Response:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    async def account(request: Request) -> Response:
+        principal = await current(request)
+        if principal is None:
+            return to_login(request)
+        entries = await engine.sign_ins(principal)
+        return render("account.html", user=principal.user, principal=principal,
+                      csrf=principal.csrf_token, notice=request.query_params.get("done"),
+                      entries=[{"id": e.id, "kind": e.kind, "current": e.current,
+                                "ip": e.ip, "user_agent": e.user_agent,
+                                "created_at": iso(e.created_at),
+                                "last_seen_at": iso(e.last_seen_at)} for e in entries])
+
+    async def account_action(request: Request) -> Response:
+        principal = await current(request)
+        if principal is None:
+            return to_login(request)
+        form = _form(await read_body(request))
+        sent = form.get("csrf_token", "")
+        try:
+            check_origin(request, s)
+            if not principal.csrf_token or not hmac.compare_digest(
+                    sent.encode(), principal.csrf_token.encode()):
+                raise CsrfError()
+        except CsrfError:
+            return render("message.html", 403, title="Request refused",
+                          message="That request came from another site or an old page.")
+        action = request.path_params["action"]
+        if action == "logout":
+            await engine.logout(principal)
+            return _logged_out(s)
+        if action == "logout-all":
+            await engine.logout_everywhere(principal.user)
+            return _logged_out(s)
+        if action == "revoke":
+            try:
+                await engine.revoke_sign_in(principal, form.get("id", ""))
+            except NotFound:
+                pass
+            if form.get("id") == (principal.session.id if principal.session else None):
+                return _logged_out(s)
+            return RedirectResponse("/account?done=revoked", status_code=303)
+        return render("message.html", 404, title="Not found", message="No such action.")
+
+    def _logged_out(settings: Any) -> Response:
+        response = RedirectResponse("/login", status_code=303,
+                                    headers={"Clear-Site-Data": '"cookies"'})
+        clear_cookie(response, settings.session_cookie, secure=settings.cookie_secure)
+        return response
+
+    async def stylesheet(request: Request) -> Response:
+        from importlib.resources import files
+
+        css = files("authgate").joinpath("static/authgate.css").read_bytes()
+        return Response(css, media_type="text/css",
+                        headers={"Cache-Control": "public, max-age=3600"})
+
+    return [
+        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/account", account, methods=["GET"]),
+        Route("/account/{action}", account_action, methods=["POST"]),
+        Route("/static/authgate.css", stylesheet, methods=["GET"]),
+    ]

@@ -1,0 +1,300 @@
+"""The ``/auth/*`` API of the contract as a FastAPI ``APIRouter`` (what ``gate.router`` is).
+
+Every route parses its own body (so it behaves the same inside a user's app, whatever
+exception handlers that app has) and every :class:`AuthGateError` becomes the contract's
+JSON error in :class:`AuthRoute`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authgate.engine import Engine
+from authgate.errors import (
+    AuthGateError,
+    BadRequest,
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidRequest,
+    NotAuthenticated,
+    Throttled,
+    UnsupportedGrantType,
+)
+from authgate.models import Principal, SessionRecord, TokenPair, User
+from authgate.web.authn import authenticate, bearer_token
+from authgate.web.http import (
+    NO_STORE,
+    JSONResponse,
+    check_fields,
+    check_origin,
+    clear_cookie,
+    client_ip,
+    error_response,
+    get_cookie,
+    read_params,
+    set_cookie,
+)
+
+OAUTH_PATHS = ("/auth/token", "/auth/revoke")
+
+
+class AuthRoute(APIRoute):
+    """Maps engine errors onto the contract's JSON errors, inside any FastAPI app."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+        oauth = self.path in OAUTH_PATHS
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except AuthGateError as exc:
+                if oauth and isinstance(exc, InvalidCredentials):
+                    exc = InvalidGrant("invalid username or password")
+                return error_response(exc, oauth=oauth,
+                                      token_sent=bearer_token(request) is not None)
+
+        return route
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "roles": list(user.roles),
+            "created_at": iso(user.created_at)}
+
+
+def _body(schema: dict[str, Any], form: bool = False) -> dict[str, Any]:
+    content = {"application/json": {"schema": schema}}
+    if form:
+        content["application/x-www-form-urlencoded"] = {"schema": schema}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "properties": props, "required": required,
+            "additionalProperties": False}
+
+
+_STR = {"type": "string"}
+CREDENTIALS = _obj({"username": _STR, "password": {"type": "string", "format": "password"}},
+                   ["username", "password"])
+LOGIN = _obj({**CREDENTIALS["properties"], "remember": {"type": "boolean"}},
+             ["username", "password"])
+PASSWORD = _obj({"current_password": _STR, "new_password": _STR},
+                ["current_password", "new_password"])
+TOKEN = _obj({"grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+              "username": _STR, "password": _STR, "refresh_token": _STR, "scope": _STR,
+              "cookie": {"type": "boolean"}}, ["grant_type"])
+REVOKE = _obj({"token": _STR, "token_type_hint": _STR}, ["token"])
+
+
+def build_router(engine: Engine) -> APIRouter:
+    """The contract's ``/auth/*`` routes and the JWKS, bound to ``engine``."""
+    s = engine.settings
+    router = APIRouter(route_class=AuthRoute, tags=["auth"])
+
+    def session_cookie(response: Response, value: str, rec: SessionRecord) -> None:
+        set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,
+                   max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
+
+    @router.post("/auth/register", status_code=201, openapi_extra=_body(CREDENTIALS),
+                 summary="Create a user (when open registration is on)")
+    async def register(request: Request) -> Response:
+        data = await read_params(request)
+        check_fields(data, {"username", "password"}, {"username", "password"})
+        user = await engine.register(data["username"], data["password"])
+        return JSONResponse(user_json(user), status_code=201, headers=NO_STORE)
+
+    @router.post("/auth/login", openapi_extra=_body(LOGIN),
+                 summary="Start a session (sets the session cookie)")
+    async def login(request: Request) -> Response:
+        check_origin(request, s)  # login CSRF
+        data = await read_params(request)
+        check_fields(data, {"username", "password", "remember"}, {"username", "password"})
+        remember = data.get("remember", False)
+        if not isinstance(remember, bool):
+            raise BadRequest("remember must be true or false")
+        value, rec, user = await engine.login(
+            data["username"], data["password"], remember=remember,
+            ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
+        response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
+                                headers=NO_STORE)
+        session_cookie(response, value, rec)
+        return response
+
+    @router.post("/auth/logout", status_code=204, summary="End the current session")
+    async def logout(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        await engine.logout(principal)
+        response = Response(status_code=204, headers={**NO_STORE,
+                                                      "Clear-Site-Data": '"cookies"'})
+        if principal.via_cookie:
+            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+            clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
+            clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
+                         path="/auth/token", samesite="strict")
+        return response
+
+    @router.get("/auth/me", summary="The caller, by session or bearer token")
+    async def me(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        return JSONResponse(me_json(principal), headers=NO_STORE)
+
+    @router.get("/auth/sessions", summary="Every session and token family of the caller")
+    async def sessions(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        entries = await engine.sign_ins(principal)
+        return JSONResponse([
+            {"id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
+             "last_seen_at": iso(e.last_seen_at), "expires_at": iso(e.expires_at),
+             "ip": e.ip, "user_agent": e.user_agent, "current": e.current}
+            for e in entries], headers=NO_STORE)
+
+    @router.delete("/auth/sessions/{entry_id}", status_code=204,
+                   summary="Revoke one session or token family")
+    async def revoke_one(request: Request, entry_id: str) -> Response:
+        principal = await authenticate(engine, request)
+        await engine.revoke_sign_in(principal, entry_id)
+        response = Response(status_code=204, headers=NO_STORE)
+        if principal.session is not None and principal.session.id == entry_id:
+            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+        return response
+
+    @router.delete("/auth/sessions", status_code=204, summary="Log out everywhere")
+    async def revoke_all(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        await engine.logout_everywhere(principal.user)
+        response = Response(status_code=204, headers={**NO_STORE,
+                                                      "Clear-Site-Data": '"cookies"'})
+        if principal.via_cookie:
+            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+            clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
+        return response
+
+    @router.post("/auth/password", status_code=204, openapi_extra=_body(PASSWORD),
+                 summary="Change the password; every other session and family ends")
+    async def password(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        data = await read_params(request)
+        check_fields(data, {"current_password", "new_password"},
+                     {"current_password", "new_password"})
+        rotated = await engine.change_password(principal, data["current_password"],
+                                               data["new_password"], client_ip(request, s))
+        response = Response(status_code=204, headers=NO_STORE)
+        if rotated is not None:
+            session_cookie(response, *rotated)
+        return response
+
+    @router.post("/auth/token", openapi_extra=_body(TOKEN, form=True),
+                 summary="OAuth 2.0 token endpoint (password and refresh_token grants)")
+    async def token(request: Request) -> Response:
+        data = await read_params(request, allow_form=True)
+        check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
+                            "cookie", "client_id"})
+        grant = data.get("grant_type")
+        cookie = data.get("cookie", False)
+        if cookie in ("1", "true"):
+            cookie = True
+        elif cookie in ("0", "false", ""):
+            cookie = False
+        if not isinstance(cookie, bool):
+            raise InvalidRequest("cookie must be true or false")
+        ip = client_ip(request, s)
+        if grant == "password":
+            if "username" not in data or "password" not in data:
+                raise InvalidRequest("username and password are required")
+            pair = await engine.password_grant(
+                data["username"], data["password"], data.get("scope"), ip=ip,
+                user_agent=request.headers.get("user-agent", ""))
+        elif grant == "refresh_token":
+            refresh = data.get("refresh_token")
+            if refresh is None:
+                refresh = get_cookie(request, s.refresh_cookie)
+                if refresh is None:
+                    raise InvalidRequest("refresh_token is required")
+                check_origin(request, s)
+                cookie = True
+                pair = await engine.refresh_grant(
+                    refresh, ip=ip, csrf=request.headers.get("x-csrf-token", ""))
+            else:
+                pair = await engine.refresh_grant(refresh, ip=ip)
+        elif grant is None:
+            raise InvalidRequest("grant_type is required")
+        else:
+            raise UnsupportedGrantType()
+        return token_response(pair, cookie)
+
+    def token_response(pair: TokenPair, cookie: bool) -> Response:
+        body: dict[str, Any] = {"token_type": "Bearer", "expires_in": pair.expires_in,
+                                "scope": pair.scope}
+        if not cookie:
+            body.update(access_token=pair.access_token, refresh_token=pair.refresh_token)
+            return JSONResponse(body, headers=NO_STORE)
+        body["csrf_token"] = engine.token_csrf(pair.family_id)
+        response = JSONResponse(body, headers=NO_STORE)
+        set_cookie(response, s.access_cookie, pair.access_token, secure=s.cookie_secure,
+                   max_age=pair.expires_in)
+        set_cookie(response, s.refresh_cookie, pair.refresh_token, secure=s.cookie_secure,
+                   max_age=int(s.refresh_token_ttl), path="/auth/token", samesite="strict")
+        return response
+
+    @router.post("/auth/revoke", openapi_extra=_body(REVOKE, form=True),
+                 summary="RFC 7009 token revocation")
+    async def revoke(request: Request) -> Response:
+        data = await read_params(request, allow_form=True)
+        check_fields(data, {"token", "token_type_hint", "client_id"})
+        if not isinstance(data.get("token"), str) or not data["token"]:
+            raise InvalidRequest("token is required")
+        await engine.revoke_token(data["token"])
+        return Response(status_code=200, headers=NO_STORE)
+
+    @router.get("/auth/verify", summary="Forward-auth for reverse proxies")
+    async def verify(request: Request) -> Response:
+        principal = await authenticate(engine, request, csrf=False)
+        wanted = request.query_params.get("scope")
+        if wanted:
+            engine.require_scopes(principal, wanted.split())
+        return Response(status_code=200, headers={
+            **NO_STORE,
+            "X-Auth-User-Id": principal.user.id,
+            "X-Auth-Username": _header_safe(principal.user.username),
+            "X-Auth-Roles": ",".join(principal.user.roles),
+            "X-Auth-Scopes": " ".join(principal.scopes),
+            "X-Auth-Method": principal.auth,
+        })
+
+    @router.get("/.well-known/jwks.json", summary="Public signing keys (JWKS)")
+    async def jwks(request: Request) -> Response:
+        return Response(engine.keys.jwks_body, media_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
+
+    return router
+
+
+def me_json(principal: Principal) -> dict[str, Any]:
+    body: dict[str, Any] = {"id": principal.user.id, "username": principal.user.username,
+                            "roles": list(principal.user.roles),
+                            "scopes": list(principal.scopes), "auth": principal.auth}
+    if principal.csrf_token is not None:
+        body["csrf_token"] = principal.csrf_token
+    return body
+
+
+def _header_safe(value: str) -> str:
+    """Header values are latin-1: percent-encode anything else (RFC 8187 style)."""
+    from urllib.parse import quote
+
+    return value if value.isascii() and value.isprintable() else quote(value, safe="")
+
+
+__all__ = ["AuthRoute", "NotAuthenticated", "Throttled", "build_router", "me_json"]
