@@ -97,7 +97,7 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(server_config, target=server.run, sockets=[sock]).run()
+        Multiprocess(server_config, sockets=[sock]).run()
     else:
         server.run(sockets=[sock])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import inspect
@@ -121,10 +122,8 @@ class Engine:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
         self._tasks.clear()
         await self.hot.stop()
         await self.db.close()
@@ -205,7 +204,7 @@ class Engine:
         keys += await self.records.revoke_families(sa.and_(
             t.token_families.c.user_id == user.id,
             t.token_families.c.id != (keep_family or "")), now)
-        self._apply(keys + [f"user:{user.id}"])
+        self._apply([*keys, f"user:{user.id}"])
         audit.info("password changed", extra={"event": "password_changed", "user_id": user.id})
 
     async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
@@ -214,7 +213,7 @@ class Engine:
         # Whole seconds: access tokens issued in an earlier second are refused by the
         # cutoff; those of this very second are covered by their family's revocation.
         await self.records.cut_off_user(user_id, float(int(now)), **user_values)
-        self._apply(keys + [f"user:{user_id}"])
+        self._apply([*keys, f"user:{user_id}"])
 
     # -- passwords and throttling ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ cannot be read for ``stale_after`` seconds, :meth:`HotState.ensure_fresh` raises
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -99,10 +100,8 @@ class HotState:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def _watch(self) -> None:

@@ -123,10 +123,10 @@ class KeyRing:
             for row in rows:
                 if row["drop_after"] is not None and row["drop_after"] <= now:
                     continue
-                key = serialization.load_pem_private_key(row["private_pem"].encode(), None)
+                stored = serialization.load_pem_private_key(row["private_pem"].encode(), None)
                 keys[row["kid"]] = SigningKey(
                     row["kid"], row["alg"], json.loads(row["public_jwk"]), row["signs_from"],
-                    row["retired_at"], row["drop_after"], key, key.public_key())  # type: ignore[union-attr]
+                    row["retired_at"], row["drop_after"], stored, stored.public_key())
         self.keys = keys
         published = [k.jwk for k in keys.values() if k.jwk and k.alg == self.alg]
         self._jwks_body = json.dumps({"keys": published}, separators=(",", ":")).encode()

@@ -49,7 +49,7 @@ class _Ip:
 def account_delay(failures: int, threshold: int) -> float:
     if failures < threshold:
         return 0.0
-    return min(MAX_DELAY, BASE_DELAY * 2 ** min(failures - threshold, 20))
+    return min(MAX_DELAY, BASE_DELAY * float(2 ** min(failures - threshold, 20)))
 
 
 class MemoryThrottle:
@@ -76,7 +76,7 @@ class MemoryThrottle:
             self._slide(entry, now)
             if len(entry.times) >= self.ip_limit:
                 wait = max(wait, entry.times[0] + self.ip_window - now)
-        return math.ceil(wait) if wait > 0 else 0.0
+        return float(math.ceil(wait)) if wait > 0 else 0.0
 
     async def failed(self, account: str, ip: str) -> None:
         now = self.clock.now()

@@ -70,12 +70,9 @@ def peek_header(token: str, keys: KeyRing) -> str:
     payload = strict_json(parts[1])
     if not isinstance(payload, dict):
         raise InvalidToken()
-    _SEGMENT.match(parts[2]) or _raise()
+    if not _SEGMENT.match(parts[2]):
+        raise InvalidToken()
     return kid
-
-
-def _raise() -> None:
-    raise InvalidToken()
 
 
 class AccessTokens:
@@ -130,6 +127,7 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: int) -> None:
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
     if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
         raise InvalidToken()
+    assert exp is not None and iat is not None and nbf is not None
     if now >= exp + leeway or iat > now + leeway + 1 or nbf > now + leeway:
         raise InvalidToken()
     for name in ("sub", "jti", "iss"):

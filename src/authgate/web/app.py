@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
         return JSONResponse({"error": "internal", "detail": "internal error"},
                             status_code=500, headers=NO_STORE)
 
-    app.add_middleware(Hardening, hsts=s.public_url.startswith("https://"))  # type: ignore[arg-type]
+    app.add_middleware(Hardening, hsts=s.public_url.startswith("https://"))
     return app
 
 

@@ -102,8 +102,8 @@ async def read_params(request: Request, *, allow_form: bool = False) -> dict[str
                                (" or application/x-www-form-urlencoded" if allow_form else ""))
 
 
-def check_fields(data: dict[str, Any], allowed: set[str], required: set[str] = frozenset()
-                 ) -> None:
+def check_fields(data: dict[str, Any], allowed: set[str],
+                 required: frozenset[str] | set[str] = frozenset()) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise BadRequest(f"unknown field: {unknown[0]}")

@@ -8,6 +8,7 @@ carry the session's CSRF token in a hidden field.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
 from typing import Any
@@ -161,10 +162,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             await engine.logout_everywhere(principal.user)
             return _logged_out(s)
         if action == "revoke":
-            try:
+            with contextlib.suppress(NotFound):
                 await engine.revoke_sign_in(principal, form.get("id", ""))
-            except NotFound:
-                pass
             if form.get("id") == (principal.session.id if principal.session else None):
                 return _logged_out(s)
             return RedirectResponse("/account?done=revoked", status_code=303)

@@ -7,7 +7,7 @@ JSON error in :class:`AuthRoute`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,7 +48,7 @@ OAUTH_PATHS = ("/auth/token", "/auth/revoke")
 class AuthRoute(APIRoute):
     """Maps engine errors onto the contract's JSON errors, inside any FastAPI app."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         oauth = self.path in OAUTH_PATHS
 

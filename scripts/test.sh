@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs and run all of it: lint, types, tests.
+# Usage: scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -e '.[test]'
+
+bash scripts/services.sh      # PostgreSQL and Redis (already running on most machines)
+bash scripts/install-browser.sh
+
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy"; .venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest "$@"

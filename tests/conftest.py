@@ -1,0 +1,163 @@
+"""Shared fixtures: a real ``authgate serve`` process driven over HTTP, with a moved clock.
+
+``server`` is one module-wide server on a fresh SQLite file with the default (secure)
+settings; ``make_server(**settings)`` starts more with other settings. Settings are passed
+as the ``AUTHGATE_*`` environment, exactly as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import AuthClient
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTHGATE = str(Path(sys.executable).with_name("authgate"))
+POSTGRES_URL = os.environ.get("AUTHGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AUTHGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env_for(settings: dict[str, Any]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHGATE_")}
+    for key, value in settings.items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"AUTHGATE_{key.upper()}"] = str(value)
+    return env
+
+
+class Server:
+    """One ``authgate serve`` subprocess."""
+
+    def __init__(self, workdir: Path, settings: dict[str, Any], workers: int = 1,
+                 port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.clock_file = workdir / "clock"
+        self.offset = 0.0
+        if not self.clock_file.exists():
+            self.clock_file.write_text("0")
+        self.settings: dict[str, Any] = {
+            "database_url": f"sqlite:///{workdir / 'authgate.db'}",
+            "public_url": self.url,
+            "test_clock_file": str(self.clock_file),
+            **settings,
+        }
+        self.workers = workers
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return env_for(self.settings)
+
+    @property
+    def db_path(self) -> Path:
+        return Path(str(self.settings["database_url"]).split(":///", 1)[1])
+
+    def start(self) -> Server:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [AUTHGATE, "serve", "--port", str(self.port), "--workers", str(self.workers)],
+            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"authgate serve exited: {self.log()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"authgate serve did not answer: {self.log()}")
+
+    def stop(self, sig: int | None = None) -> None:
+        if self.proc is None:
+            return
+        if sig is None:
+            self.proc.terminate()
+        else:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def advance(self, seconds: float) -> None:
+        """Move this server's clock forward (all its workers) without sleeping."""
+        self.offset += seconds
+        self.clock_file.write_text(repr(self.offset))
+        time.sleep(0.02)  # let mtime granularity tick
+
+    def client(self, **kwargs: Any) -> AuthClient:
+        return AuthClient(self.url, self.settings, **kwargs)
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([AUTHGATE, *args], cwd=self.workdir, env=self.env, input=input,
+                              capture_output=True, text=True, timeout=60)
+
+    def new_user(self, prefix: str = "user", password: str | None = None,
+                 roles: tuple[str, ...] = ()) -> tuple[str, str]:
+        """Create a user with the CLI; returns (username, password)."""
+        username = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        password = password or f"pw {uuid.uuid4().hex} long enough"
+        role_args = [a for r in roles for a in ("--role", r)]
+        done = self.cli("users", "create", username, "--password-stdin", *role_args,
+                        input=password + "\n")
+        assert done.returncode == 0, done.stderr
+        return username, password
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("srv"), {}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def make(workers: int = 1, workdir: Path | None = None, **settings: Any) -> Server:
+        srv = Server(workdir or tmp_path_factory.mktemp("srv"), settings, workers).start()
+        started.append(srv)
+        return srv
+
+    yield make
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture
+def user(server: Server) -> tuple[str, str]:
+    """A fresh user on the module's server: (username, password)."""
+    return server.new_user()

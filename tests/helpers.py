@@ -1,0 +1,82 @@
+"""A test client that keeps cookies the way a browser on HTTPS would (``Secure`` and
+``__Host-`` cookies included), so tests run the secure defaults over plain loopback HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
+    """``name=value; Attr=x; Flag`` → (name, value, {attr-lowercased: value})."""
+    first, *rest = header.split(";")
+    name, _, value = first.strip().partition("=")
+    attrs: dict[str, str] = {}
+    for item in rest:
+        key, _, val = item.strip().partition("=")
+        attrs[key.lower()] = val
+    return name, value, attrs
+
+
+class AuthClient(httpx.Client):
+    """An httpx client with a hand-kept cookie jar and the CSRF header of its last login."""
+
+    def __init__(self, base_url: str, settings: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(base_url=base_url, timeout=30, **kwargs)
+        secure = str(settings.get("cookie_secure", True)).lower() != "false"
+        prefix = "__Host-" if secure else ""
+        self.session_cookie = f"{prefix}authgate"
+        self.access_cookie = f"{prefix}authgate-at"
+        self.refresh_cookie = f"{'__Secure-' if secure else ''}authgate-rt"
+        self.jar: dict[str, str] = {}
+        self.csrf: str | None = None
+        self.origin = base_url
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> httpx.Response:  # type: ignore[override]
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.jar and not any(k.lower() == "cookie" for k in headers):
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
+        response = super().request(method, url, headers=headers, **kwargs)
+        for raw in response.headers.get_list("set-cookie"):
+            name, value, attrs = parse_set_cookie(raw)
+            if attrs.get("max-age") == "0" or not value:
+                self.jar.pop(name, None)
+            else:
+                self.jar[name] = value
+        return response
+
+    # -- the flows -------------------------------------------------------------------------
+
+    def login(self, username: str, password: str, remember: bool = False,
+              **kwargs: Any) -> httpx.Response:
+        r = self.post("/auth/login", json={"username": username, "password": password,
+                                           "remember": remember}, **kwargs)
+        if r.status_code == 200:
+            self.csrf = r.json()["csrf_token"]
+        return r
+
+    def unsafe(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """An unsafe request as the app's own page would send it: CSRF header + Origin."""
+        headers = {"X-CSRF-Token": self.csrf or "", "Origin": self.origin,
+                   **(kwargs.pop("headers", None) or {})}
+        return self.request(method, url, headers=headers, **kwargs)
+
+    def token(self, username: str, password: str, **extra: Any) -> httpx.Response:
+        return self.post("/auth/token", data={"grant_type": "password", "username": username,
+                                              "password": password, **extra})
+
+    @property
+    def session_value(self) -> str | None:
+        return self.jar.get(self.session_cookie)
+
+
+def cookie_attrs(response: httpx.Response, name: str) -> dict[str, str] | None:
+    for raw in response.headers.get_list("set-cookie"):
+        cname, value, attrs = parse_set_cookie(raw)
+        if cname == name:
+            return {"value": value, **attrs}
+    return None
+
+
+__all__ = ["AuthClient", "cookie_attrs", "parse_set_cookie"]

@@ -1,0 +1,247 @@
+"""The engine on its own (no HTTP), on every record backend, with a hand-moved clock."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from authgate.clock import ManualClock
+from authgate.engine import Engine, digest
+from authgate.errors import (
+    InvalidCredentials,
+    InvalidGrant,
+    InvalidToken,
+    NotFound,
+    PolicyError,
+    Throttled,
+    UsernameTaken,
+)
+from authgate.store import schema as t
+from tests.unit.conftest import EngineFactory
+
+PW = "correct battery horse stapler"
+
+
+async def test_users_and_password_hashes(engine: Engine) -> None:
+    user = await engine.create_user("Alice", PW, ["admin"])
+    assert user.roles == ("admin",)
+    with pytest.raises(UsernameTaken):
+        await engine.create_user("alice", PW)  # case-insensitive uniqueness
+    stored = await engine.records.password_hash(user.id)
+    assert stored is not None and stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert await engine.check_password("ALICE", PW, "1.1.1.1") == user
+    with pytest.raises(InvalidCredentials):
+        await engine.check_password("alice", PW[:-1], "1.1.1.1")
+
+
+async def test_unknown_user_and_wrong_password_are_the_same_error(engine: Engine) -> None:
+    await engine.create_user("bob", PW)
+    errors = []
+    for name, pw in (("bob", "wrong password here"), ("nobody", PW)):
+        with pytest.raises(InvalidCredentials) as info:
+            await engine.check_password(name, pw, "2.2.2.2")
+        errors.append((info.value.status, info.value.code, info.value.detail))
+    assert errors[0] == errors[1]
+
+
+async def test_hash_upgraded_on_login(make_engine: EngineFactory) -> None:
+    weak = await make_engine()
+    user = await weak.create_user("carol", PW)
+    await weak.stop()
+    strong = await make_engine(argon2_memory_kib=32768, argon2_time_cost=3)
+    await strong.check_password("carol", PW, "3.3.3.3")
+    stored = await strong.records.password_hash(user.id)
+    assert stored is not None and "m=32768,t=3" in stored
+
+
+async def test_policy() -> None:
+    from authgate.passwords import check_policy
+
+    for bad in ("short", "passwordpassword", "x" * 1025, "dave-the-user-1"):
+        with pytest.raises(PolicyError):
+            check_policy(bad, min_length=12, username="dave-the-user")
+    check_policy("пароль-из-пятнадцати", min_length=12)
+    check_policy("🔑" * 12, min_length=12)
+
+
+async def test_session_idle_and_absolute_timeouts(make_engine: EngineFactory,
+                                                  clock: ManualClock) -> None:
+    engine = await make_engine(session_idle_ttl=600, session_absolute_ttl=1800,
+                               session_touch_interval=0)
+    await engine.create_user("erin", PW)
+    value, rec, _ = await engine.login("erin", PW)
+    for _ in range(3):  # activity keeps it alive past the idle ttl...
+        clock.advance(500)
+        assert await engine.session_principal(value) is not None
+    clock.advance(400)  # ...but never past the absolute ttl (1900 s > 1800 s)
+    assert await engine.session_principal(value) is None
+    value, rec, _ = await engine.login("erin", PW)
+    clock.advance(601)
+    assert await engine.session_principal(value) is None
+
+
+async def test_last_seen_written_at_most_every_interval(make_engine: EngineFactory,
+                                                        clock: ManualClock) -> None:
+    engine = await make_engine(session_touch_interval=60)
+    await engine.create_user("frank", PW)
+    value, rec, _ = await engine.login("frank", PW)
+
+    async def stored_last_seen() -> float:
+        async with engine.db.read() as conn:
+            return float((await conn.execute(sa.select(t.sessions.c.last_seen_at).where(
+                t.sessions.c.id == rec.id))).scalar_one())
+
+    first = await stored_last_seen()
+    clock.advance(30)
+    await engine.session_principal(value)
+    assert await stored_last_seen() == first  # no write within the interval
+    clock.advance(31)
+    await engine.session_principal(value)
+    assert await stored_last_seen() == pytest.approx(first + 61)
+
+
+async def test_only_the_hash_of_a_session_id_is_stored(engine: Engine) -> None:
+    await engine.create_user("gina", PW)
+    value, rec, _ = await engine.login("gina", PW)
+    assert len(value) >= 43 and rec.token_hash == digest(value)
+    async with engine.db.read() as conn:
+        rows = (await conn.execute(sa.select(t.sessions))).mappings().all()
+    assert all(value not in str(dict(r)) for r in rows)
+
+
+async def test_revocation_reaches_another_process_within_a_poll(
+        make_engine: EngineFactory) -> None:
+    a = await make_engine(revocation_poll_interval=0.05)
+    b = await make_engine(revocation_poll_interval=0.05)
+    await a.create_user("hank", PW)
+    value, _, user = await a.login("hank", PW)
+    assert await b.session_principal(value) is not None  # b caches it now
+    pair = await a.password_grant("hank", PW)
+    assert (await b.token_principal(pair.access_token)).user.id == user.id
+    await a.logout_everywhere(user)
+    await asyncio.sleep(0.3)
+    assert await b.session_principal(value) is None
+    with pytest.raises(InvalidToken):
+        await b.token_principal(pair.access_token)
+
+
+async def test_ten_concurrent_refreshes_one_wins(engine: Engine) -> None:
+    await engine.create_user("ivy", PW)
+    pair = await engine.password_grant("ivy", PW)
+    results = await asyncio.gather(*[engine.refresh_grant(pair.refresh_token)
+                                     for _ in range(10)], return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, InvalidGrant) for r in results if r not in winners), results
+
+
+async def test_refresh_reuse_revokes_the_family(engine: Engine) -> None:
+    await engine.create_user("jack", PW)
+    first = await engine.password_grant("jack", PW)
+    second = await engine.refresh_grant(first.refresh_token)
+    with pytest.raises(InvalidGrant):
+        await engine.refresh_grant(first.refresh_token)
+    with pytest.raises(InvalidGrant):
+        await engine.refresh_grant(second.refresh_token)
+    with pytest.raises(InvalidToken):
+        await engine.token_principal(second.access_token)
+
+
+async def test_family_lifetime_is_not_extended_by_rotation(make_engine: EngineFactory,
+                                                           clock: ManualClock) -> None:
+    engine = await make_engine(refresh_token_ttl=3600)
+    await engine.create_user("kate", PW)
+    pair = await engine.password_grant("kate", PW)
+    for _ in range(3):
+        clock.advance(1000)
+        pair = await engine.refresh_grant(pair.refresh_token)
+    clock.advance(700)
+    with pytest.raises(InvalidGrant):
+        await engine.refresh_grant(pair.refresh_token)
+
+
+async def test_max_sessions_evicts_least_recently_used(make_engine: EngineFactory,
+                                                       clock: ManualClock) -> None:
+    engine = await make_engine(max_sessions_per_user=2, session_touch_interval=0)
+    await engine.create_user("liam", PW)
+    first, _, _ = await engine.login("liam", PW)
+    clock.advance(1)
+    second, _, _ = await engine.login("liam", PW)
+    clock.advance(1)
+    assert await engine.session_principal(first) is not None  # first is now the fresher
+    clock.advance(1)
+    third, _, _ = await engine.login("liam", PW)
+    assert await engine.session_principal(second) is None
+    assert await engine.session_principal(first) is not None
+    assert await engine.session_principal(third) is not None
+
+
+async def test_revoke_someone_elses_entry_is_not_found(engine: Engine) -> None:
+    await engine.create_user("mia", PW)
+    await engine.create_user("ned", PW)
+    _, mia_session, _ = await engine.login("mia", PW)
+    ned_value, _, _ = await engine.login("ned", PW)
+    ned = await engine.session_principal(ned_value)
+    assert ned is not None
+    with pytest.raises(NotFound):
+        await engine.revoke_sign_in(ned, mia_session.id)
+
+
+async def test_account_throttle_backoff_grows_and_success_resets(make_engine: EngineFactory,
+                                                                 clock: ManualClock) -> None:
+    engine = await make_engine(account_lock_threshold=3)
+    await engine.create_user("olga", PW)
+    for _ in range(3):
+        with pytest.raises(InvalidCredentials):
+            await engine.check_password("olga", "wrong wrong wrong", "9.9.9.1")
+    with pytest.raises(Throttled) as first:
+        await engine.check_password("olga", PW, "9.9.9.2")  # right password, still locked
+    clock.advance(first.value.retry_after)
+    with pytest.raises(InvalidCredentials):
+        await engine.check_password("olga", "wrong wrong wrong", "9.9.9.3")
+    with pytest.raises(Throttled) as second:
+        await engine.check_password("olga", PW, "9.9.9.4")
+    assert second.value.retry_after > first.value.retry_after
+    clock.advance(second.value.retry_after)
+    await engine.check_password("olga", PW, "9.9.9.5")
+    with pytest.raises(InvalidCredentials):  # the count was reset: no lock after one failure
+        await engine.check_password("olga", "wrong wrong wrong", "9.9.9.6")
+    await engine.check_password("olga", PW, "9.9.9.7")
+
+
+async def test_disable_ends_everything(engine: Engine) -> None:
+    user = await engine.create_user("pia", PW)
+    value, _, _ = await engine.login("pia", PW)
+    pair = await engine.password_grant("pia", PW)
+    await engine.set_disabled(user, True)
+    assert await engine.session_principal(value) is None
+    with pytest.raises(InvalidToken):
+        await engine.token_principal(pair.access_token)
+    with pytest.raises(InvalidGrant):
+        await engine.refresh_grant(pair.refresh_token)
+    with pytest.raises(InvalidCredentials):
+        await engine.login("pia", PW)
+    await engine.set_disabled(user, False)
+    assert (await engine.login("pia", PW))[2].id == user.id
+
+
+async def test_purge_deletes_expired(make_engine: EngineFactory, clock: ManualClock) -> None:
+    engine = await make_engine(session_idle_ttl=60, session_absolute_ttl=120)
+    await engine.create_user("quinn", PW)
+    await engine.login("quinn", PW)
+    clock.advance(121)
+    counts = await engine.purge()
+    assert counts["sessions"] == 1
+
+
+def test_engine_imports_no_web_framework() -> None:
+    code = ("import sys, authgate.engine, authgate.cli; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'starlette', 'uvicorn', 'jinja2')]; print(bad); "
+            "sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
