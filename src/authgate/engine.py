@@ -16,7 +16,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -41,8 +41,11 @@ from authgate.settings import Settings, check_extra_claims
 from authgate.store import schema as t
 from authgate.store.db import Database
 from authgate.store.records import Records, username_key
-from authgate.throttle import MemoryThrottle, ThrottleStore
+from authgate.throttle import DbThrottle, ThrottleStore
 from authgate.tokens import AccessTokens
+
+if TYPE_CHECKING:
+    from authgate.redis import RedisBackend
 
 log = logging.getLogger("authgate")
 audit = logging.getLogger("authgate.audit")
@@ -85,9 +88,6 @@ class Engine:
         self.records = Records(self.db)
         self.hasher = PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost,
                                      settings.argon2_parallelism)
-        self.throttle: ThrottleStore = throttle or MemoryThrottle(
-            self.clock, settings.account_lock_threshold, settings.ip_failure_limit,
-            settings.ip_failure_window)
         secret = settings.hs256_secret.get_secret_value().encode() if settings.hs256_secret \
             else None
         self.keys = KeyRing(self.records, settings.signing_alg, settings.signing_key_file,
@@ -95,6 +95,20 @@ class Engine:
         self.tokens = AccessTokens(self.keys, settings.token_issuer, settings.audience,
                                    settings.access_token_ttl, settings.token_leeway)
         self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
+        self.redis: RedisBackend | None = None
+        if settings.redis_url:
+            from authgate.redis import RedisBackend, RedisThrottle
+
+            self.redis = RedisBackend(settings.redis_url, self.hot, self.clock,
+                                      settings.redis_prefix)
+            if throttle is None:
+                throttle = RedisThrottle(self.redis.client, self.clock,
+                                         settings.account_lock_threshold,
+                                         settings.ip_failure_limit, settings.ip_failure_window,
+                                         settings.redis_prefix)
+        self.throttle: ThrottleStore = throttle or DbThrottle(
+            self.db, self.clock, settings.account_lock_threshold, settings.ip_failure_limit,
+            settings.ip_failure_window)
         self._csrf_key = b""
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -112,6 +126,8 @@ class Engine:
             await self.records.server_secret("csrf", secrets.token_hex(32)))
         await self.hasher.dummy_hash()
         await self.hot.start(self.settings.access_token_ttl)
+        if self.redis is not None:
+            await self.redis.start()
         if self.extra_claims is not None:
             probe = await self._extra_claims(User(id="probe", username="probe"))
             check_extra_claims(set(probe))
@@ -126,6 +142,8 @@ class Engine:
                 await task
         self._tasks.clear()
         await self.hot.stop()
+        if self.redis is not None:
+            await self.redis.stop()
         await self.db.close()
         self._started = False
 
@@ -143,6 +161,7 @@ class Engine:
     async def purge(self) -> dict[str, int]:
         """Delete expired sessions, refresh tokens and denylist entries."""
         counts = await self.records.purge(self.clock.now())
+        counts["throttle"] = await self.throttle.purge()
         self.hot.sessions.expire(lambda s: not s.alive_at(self.clock.now()))
         return counts
 
@@ -185,7 +204,7 @@ class Engine:
             await self._revoke_everything(user.id, now, disabled=True)
         else:
             await self.records.update_user(user.id, disabled=False)
-            self._apply([f"user:{user.id}"])
+            await self._apply([f"user:{user.id}"])
         audit.info("user %s", "disabled" if disabled else "enabled",
                    extra={"event": "user_disabled" if disabled else "user_enabled",
                           "user_id": user.id})
@@ -204,7 +223,7 @@ class Engine:
         keys += await self.records.revoke_families(sa.and_(
             t.token_families.c.user_id == user.id,
             t.token_families.c.id != (keep_family or "")), now)
-        self._apply([*keys, f"user:{user.id}"])
+        await self._apply([*keys, f"user:{user.id}"])
         audit.info("password changed", extra={"event": "password_changed", "user_id": user.id})
 
     async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
@@ -213,7 +232,7 @@ class Engine:
         # Whole seconds: access tokens issued in an earlier second are refused by the
         # cutoff; those of this very second are covered by their family's revocation.
         await self.records.cut_off_user(user_id, float(int(now)), **user_values)
-        self._apply([*keys, f"user:{user_id}"])
+        await self._apply([*keys, f"user:{user_id}"])
 
     # -- passwords and throttling ---------------------------------------------------------
 
@@ -268,8 +287,10 @@ class Engine:
             expires_at=now + ttl, idle_ttl=ttl if remember else s.session_idle_ttl,
             remember=remember, ip=ip[:64], user_agent=user_agent[:512])
         evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now)
-        self._apply(evicted)
+        await self._apply(evicted)
         self.hot.sessions.put(rec.token_hash, rec)
+        if self.redis is not None:
+            await self.redis.put_session(rec, now)
         return value, rec
 
     async def session_principal(self, cookie_value: str) -> Principal | None:
@@ -281,16 +302,9 @@ class Engine:
         now = self.clock.now()
         rec = self.hot.sessions.get(key)
         if rec is None or not rec.alive_at(now):
-            if key in self.hot.no_session:
-                return None
-            rec = await self.records.get_session(key)  # another worker may have touched it
+            rec = await self._load_session(key, now, cached=rec)
             if rec is None:
-                self.hot.no_session.put(key, True)
                 return None
-            if not rec.alive_at(now):
-                self.hot.sessions.pop(key)
-                return None
-            self.hot.sessions.put(key, rec)
         user = await self.get_user(rec.user_id)
         if user is None or user.disabled:
             return None
@@ -301,11 +315,39 @@ class Engine:
                          scopes=tuple(self.settings.scopes_for(list(user.roles))),
                          session=rec, csrf_token=rec.csrf_token, via_cookie=True)
 
+    async def _load_session(self, key: str, now: float,
+                            cached: SessionRecord | None) -> SessionRecord | None:
+        """A session this process has not seen (or whose cached copy looks expired, which
+        another worker's activity may have changed): Redis first, then the database."""
+        if key in self.hot.no_session:
+            return None
+        rec: SessionRecord | None = None
+        if self.redis is not None and cached is None:
+            found = await self.redis.get_session(key)
+            if found is False:  # revoked
+                self.hot.no_session.put(key, True)
+                return None
+            if isinstance(found, SessionRecord) and found.alive_at(now):
+                rec = found
+        if rec is None:
+            rec = await self.records.get_session(key)
+            if rec is None:
+                self.hot.no_session.put(key, True)
+                self.hot.sessions.pop(key)
+                return None
+            if rec.alive_at(now) and self.redis is not None:
+                await self.redis.put_session(rec, now)
+        if not rec.alive_at(now):
+            self.hot.sessions.pop(key)
+            return None
+        self.hot.sessions.put(key, rec)
+        return rec
+
     async def logout(self, principal: Principal) -> None:
         if principal.session is not None:
             keys = await self.records.delete_sessions(
                 t.sessions.c.id == principal.session.id, self.clock.now())
-            self._apply(keys)
+            await self._apply(keys)
         elif principal.claims is not None:
             await self._revoke_access(principal.claims, family=True)
         audit.info("logout", extra={"event": "logout", "user_id": principal.user.id})
@@ -318,7 +360,7 @@ class Engine:
         old = principal.session
         value, rec = await self._new_session(principal.user, old.remember, ip or old.ip,
                                              user_agent or old.user_agent)
-        self._apply(await self.records.delete_sessions(t.sessions.c.id == old.id,
+        await self._apply(await self.records.delete_sessions(t.sessions.c.id == old.id,
                                                        self.clock.now()))
         return value, rec
 
@@ -367,7 +409,7 @@ class Engine:
                 t.token_families.c.id == entry_id, t.token_families.c.user_id == uid), now)
         if not keys:
             raise NotFound("no such session")
-        self._apply(keys)
+        await self._apply(keys)
         audit.info("sign-in revoked", extra={"event": "session_revoked", "user_id": uid})
 
     async def logout_everywhere(self, user: User) -> None:
@@ -388,7 +430,7 @@ class Engine:
         refresh = new_secret()
         evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
                                                    s.max_sessions_per_user, now)
-        self._apply(evicted)
+        await self._apply(evicted)
         audit.info("token login", extra={"event": "token_login", "user_id": user.id, "ip": ip})
         return await self._pair(user, fam, refresh, now)
 
@@ -409,7 +451,7 @@ class Engine:
             digest(refresh_token), digest(new), now, self.settings.refresh_reuse_grace,
             self.settings.refresh_idle_ttl)
         if outcome == "reuse" and fam is not None:
-            self._apply([f"family:{fam.id}"])
+            await self._apply([f"family:{fam.id}"])
             audit.warning("refresh token reuse: family revoked",
                           extra={"event": "refresh_reuse", "user_id": fam.user_id, "ip": ip})
             raise InvalidGrant("the refresh token was already used")
@@ -489,7 +531,7 @@ class Engine:
         if "." not in token:
             fam = await self.records.refresh_family(digest(token))
             if fam is not None:
-                self._apply(await self.records.revoke_families(
+                await self._apply(await self.records.revoke_families(
                     t.token_families.c.id == fam.id, now))
                 audit.info("refresh token revoked", extra={"event": "token_revoked",
                                                            "user_id": fam.user_id})
@@ -507,13 +549,17 @@ class Engine:
         if family and claims.get("sid"):
             keys += await self.records.revoke_families(
                 t.token_families.c.id == claims["sid"], now)
-        self._apply(keys)
+        await self._apply(keys)
 
     # -- helpers --------------------------------------------------------------------------
 
-    def _apply(self, keys: list[str]) -> None:
+    async def _apply(self, keys: list[str]) -> None:
+        """Apply revocations here at once, and tell every other process (Redis, when
+        configured; the database log, already written, reaches them regardless)."""
         for key in keys:
             self.hot.apply(key)
+        if self.redis is not None:
+            await self.redis.publish(keys)
 
     @staticmethod
     def require_scopes(principal: Principal, scopes: list[str]) -> None:
@@ -522,7 +568,10 @@ class Engine:
             raise InsufficientScope(f"requires scope: {' '.join(missing)}")
 
     async def health(self) -> dict[str, str]:
-        return {"database": "ok" if await self.db.ping() else "unavailable"}
+        checks = {"database": "ok" if await self.db.ping() else "unavailable"}
+        if self.redis is not None:
+            checks["redis"] = "ok" if await self.redis.ping() else "unavailable"
+        return checks
 
 
 def _clean_username(username: Any) -> str:

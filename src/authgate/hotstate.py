@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from authgate.clock import Clock
@@ -79,10 +79,9 @@ class HotState:
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0
         self._last_id = 0
-        self._fresh_at = 0.0
+        self._fresh: dict[str, float] = {"db": 0.0}
         self._task: asyncio.Task[None] | None = None
         self._down_logged = False
-        self.listeners: list[Callable[[str], Awaitable[None] | None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -94,7 +93,7 @@ class HotState:
             self.revoked_families[fid] = now + self.family_ttl
         for jti, exp in await self.records.denied_jtis(now):
             self.denied_jtis[jti] = exp
-        self._fresh_at = _monotonic()
+        self.mark_fresh("db")
         self._task = asyncio.create_task(self._watch(), name="authgate-revocations")
 
     async def stop(self) -> None:
@@ -129,19 +128,26 @@ class HotState:
         for event_id, key in events:
             self.apply(key)
             self._last_id = event_id
-        self._fresh_at = _monotonic()
+        self.mark_fresh("db")
         self._housekeep()
 
-    def mark_fresh(self) -> None:
-        self._fresh_at = _monotonic()
+    def mark_fresh(self, source: str) -> None:
+        """``source`` (``db``, ``redis``) was reachable just now."""
+        self._fresh[source] = _monotonic()
 
     def ensure_fresh(self) -> None:
-        if _monotonic() - self._fresh_at > self.stale_after:
+        """Raise :class:`BackendUnavailable` when any revocation source has been silent for
+        longer than ``stale_after``: the caches can no longer be trusted."""
+        if _monotonic() - min(self._fresh.values()) > self.stale_after:
             raise BackendUnavailable("revocation state is stale")
 
     @property
     def healthy(self) -> bool:
-        return _monotonic() - self._fresh_at <= self.stale_after
+        return _monotonic() - min(self._fresh.values()) <= self.stale_after
+
+    def stale_sources(self) -> list[str]:
+        now = _monotonic()
+        return [name for name, at in self._fresh.items() if now - at > self.stale_after]
 
     # -- events ---------------------------------------------------------------------------
 
@@ -158,8 +164,6 @@ class HotState:
             self.denied_jtis[value] = now + self.family_ttl
         elif kind == "user":
             self.users.pop(value)
-        for listener in self.listeners:
-            listener(key)
 
     def _housekeep(self) -> None:
         now = self.clock.now()

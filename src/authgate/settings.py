@@ -40,6 +40,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./authgate.db"
     redis_url: str | None = None
+    redis_prefix: str = Field(default="authgate", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     public_url: str = "http://127.0.0.1:8000"
     issuer: str | None = None
     audience: str = "authgate"

@@ -3,6 +3,7 @@ run on SQLite and on PostgreSQL. In CI (``CI=true``) a missing PostgreSQL is a f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,7 +15,7 @@ import pytest
 from authgate.clock import ManualClock
 from authgate.engine import Engine
 from authgate.settings import Settings
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, REDIS_URL
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -26,9 +27,7 @@ async def _pg_database() -> str:
     try:
         conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL unreachable in CI: {exc}")
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+        _unreachable("PostgreSQL", exc)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
@@ -47,14 +46,52 @@ async def _drop_pg(url: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'engine.db'}"
-        return
-    url = await _pg_database()
-    yield url
-    await _drop_pg(url)
+def _unreachable(what: str, exc: BaseException) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} unreachable in CI: {exc}")
+    pytest.skip(f"{what} unreachable: {exc}")
+
+
+async def _redis_settings() -> AsyncIterator[dict[str, Any]]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except (OSError, aioredis.RedisError) as exc:
+        await client.aclose()
+        _unreachable("Redis", exc)
+    prefix = f"agt{uuid.uuid4().hex[:10]}"
+    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+# The same engine tests on every backend combination an operator can choose.
+BACKENDS = ["sqlite", "postgresql", "postgresql+redis"]
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, tmp_path: Path
+                  ) -> AsyncIterator[dict[str, Any]]:
+    """Settings naming the record store (and hot-state store) under test."""
+    db, _, hot = str(request.param).partition("+")
+    settings: dict[str, Any] = {}
+    if db == "sqlite":
+        settings["database_url"] = f"sqlite:///{tmp_path / 'engine.db'}"
+    else:
+        settings["database_url"] = await _pg_database()
+    redis_gen = _redis_settings() if hot == "redis" else None
+    if redis_gen is not None:
+        settings.update(await redis_gen.__anext__())
+    yield settings
+    if redis_gen is not None:
+        with contextlib.suppress(StopAsyncIteration):
+            await redis_gen.__anext__()
+    if db != "sqlite":
+        await _drop_pg(settings["database_url"])
 
 
 @pytest.fixture
@@ -63,12 +100,13 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-async def make_engine(database_url: str, clock: ManualClock) -> AsyncIterator[EngineFactory]:
-    """Engines on one database (two engines = two processes sharing it)."""
+async def make_engine(backend: dict[str, Any], clock: ManualClock
+                      ) -> AsyncIterator[EngineFactory]:
+    """Engines on one backend (two engines = two processes sharing it)."""
     engines: list[Engine] = []
 
     async def make(**settings: Any) -> Engine:
-        merged: dict[str, Any] = {"database_url": database_url, **settings}
+        merged: dict[str, Any] = {**backend, **settings}
         engine = Engine(Settings(**merged), clock=clock)
         await engine.start()
         engines.append(engine)

@@ -79,7 +79,7 @@ async def test_session_idle_and_absolute_timeouts(make_engine: EngineFactory,
         assert await engine.session_principal(value) is not None
     clock.advance(400)  # ...but never past the absolute ttl (1900 s > 1800 s)
     assert await engine.session_principal(value) is None
-    value, rec, _ = await engine.login("erin", PW)
+    value, _rec, _ = await engine.login("erin", PW)
     clock.advance(601)
     assert await engine.session_principal(value) is None
 

@@ -103,6 +103,18 @@ server_secrets = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
 )
 
+# Login throttling shared by every worker and instance on this database (Redis, when
+# configured, takes over). scope "acct": consecutive failures and a lock; scope "ip": failures
+# in the window starting at window_start.
+throttle = sa.Table(
+    "throttle", metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(160), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_start", sa.Float, nullable=False),
+    sa.Column("locked_until", sa.Float, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -117,8 +129,13 @@ def _v1(conn: Connection) -> None:
     ])
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[throttle])
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
+    (2, _v2),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,210 @@
+"""Redis for hot state shared by every instance (``AUTHGATE_REDIS_URL``), via redis-py asyncio.
+
+* **Revocation fan-out**: every revocation is published on one channel; each process applies
+  it to its in-memory state within milliseconds. (The database log stays the durable
+  backstop, tailed every ``REVOCATION_POLL_INTERVAL``.)
+* **Session lookups**: a process that has not seen a session yet reads it from Redis before
+  the database. A revoked session leaves a tombstone (not a deletion) so that a reader which
+  fetched the record just before the revocation cannot write it back (``SET NX``).
+* **Login throttling** counters, shared by all instances.
+
+Fail closed: the channel is pinged every ``ping_interval``; if Redis cannot be reached, the
+hot state is marked stale and protected requests get 503 until it returns (then this
+process drops its caches, since it may have missed messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from authgate.clock import Clock
+from authgate.errors import BackendUnavailable
+from authgate.hotstate import HotState
+from authgate.models import SessionRecord
+from authgate.throttle import account_delay, wait_seconds
+
+log = logging.getLogger("authgate")
+TOMBSTONE = b"-"
+
+
+class RedisBackend:
+    def __init__(self, url: str, hot: HotState, clock: Clock, prefix: str = "authgate",
+                 ping_interval: float = 0.25) -> None:
+        self.client: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0)
+        self.hot = hot
+        self.clock = clock
+        self.prefix = prefix
+        self.channel = f"{prefix}:revocations"
+        self.ping_interval = ping_interval
+        self._tasks: list[asyncio.Task[None]] = []
+        self._down = False
+
+    async def start(self) -> None:
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
+        self.hot.mark_fresh("redis")
+        self._tasks = [asyncio.create_task(self._listen(), name="authgate-redis-listen"),
+                       asyncio.create_task(self._ping(), name="authgate-redis-ping")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        await self.client.aclose()
+
+    # -- fan-out --------------------------------------------------------------------------
+
+    async def publish(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    if key.startswith("session:"):
+                        pipe.set(self._session_key(key[8:]), TOMBSTONE, ex=300)
+                pipe.publish(self.channel, "\n".join(keys))
+                await pipe.execute()
+        except (RedisError, OSError):
+            # Peers still learn it from the database log within a poll interval; this
+            # process marks itself stale so it cannot promise more than it can keep.
+            self._went_down()
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        for key in message["data"].decode().split("\n"):
+                            self.hot.apply(key)
+            except (RedisError, OSError):
+                self._went_down()
+                await asyncio.sleep(self.ping_interval)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _ping(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await self.client.ping()
+            except (RedisError, OSError):
+                self._went_down()
+                continue
+            if self._down:
+                log.warning("Redis reachable again")
+                self._down = False
+                self.hot.sessions.clear()  # messages may have been missed meanwhile
+                self.hot.users.clear()
+            self.hot.mark_fresh("redis")
+
+    def _went_down(self) -> None:
+        if not self._down:
+            log.error("Redis unreachable: failing closed (503) until it returns")
+            self._down = True
+
+    # -- session lookups ------------------------------------------------------------------
+
+    def _session_key(self, token_hash: str) -> str:
+        return f"{self.prefix}:sess:{token_hash}"
+
+    async def get_session(self, token_hash: str) -> SessionRecord | bool | None:
+        """The cached record, ``False`` for a tombstone (revoked), ``None`` when unknown."""
+        try:
+            raw = await self.client.get(self._session_key(token_hash))
+        except (RedisError, OSError) as exc:
+            self._went_down()
+            raise BackendUnavailable("Redis is unavailable") from exc
+        if raw is None:
+            return None
+        if raw == TOMBSTONE:
+            return False
+        return SessionRecord(**orjson.loads(raw))
+
+    async def put_session(self, rec: SessionRecord, now: float) -> None:
+        ttl = math.ceil(rec.deadline() - now)
+        if ttl <= 0:
+            return
+        data = orjson.dumps({f: getattr(rec, f) for f in SessionRecord.__slots__})
+        try:
+            await self.client.set(self._session_key(rec.token_hash), data, ex=ttl, nx=True)
+        except (RedisError, OSError):
+            self._went_down()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+
+class RedisThrottle:
+    """The throttle of :mod:`authgate.throttle` with its counters in Redis."""
+
+    def __init__(self, client: aioredis.Redis, clock: Clock, lock_threshold: int = 5,
+                 ip_limit: int = 50, ip_window: float = 900.0, prefix: str = "authgate") -> None:
+        self.client = client
+        self.clock = clock
+        self.lock_threshold = lock_threshold
+        self.ip_limit = ip_limit
+        self.ip_window = ip_window
+        self.prefix = prefix
+
+    def _keys(self, account: str, ip: str) -> tuple[str, str]:
+        return f"{self.prefix}:th:a:{account}", f"{self.prefix}:th:ip:{ip}"
+
+    async def retry_after(self, account: str, ip: str) -> float:
+        acct_key, ip_key = self._keys(account, ip)
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hget(acct_key, "locked_until")
+                pipe.get(ip_key)
+                pipe.pttl(ip_key)
+                locked, ip_failures, ip_ttl = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+        wait = float(locked) - self.clock.now() if locked else 0.0
+        if ip_failures is not None and int(ip_failures) >= self.ip_limit and ip_ttl > 0:
+            wait = max(wait, ip_ttl / 1000)
+        return wait_seconds(wait)
+
+    async def failed(self, account: str, ip: str) -> None:
+        acct_key, ip_key = self._keys(account, ip)
+        now = self.clock.now()
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hincrby(acct_key, "failures", 1)
+                pipe.expire(acct_key, 86400)
+                pipe.incr(ip_key)
+                pipe.expire(ip_key, int(self.ip_window), nx=True)
+                failures, *_ = await pipe.execute()
+            delay = account_delay(int(failures), self.lock_threshold)
+            if delay:
+                await self.client.hset(acct_key, "locked_until", str(now + delay))
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+
+    async def succeeded(self, account: str) -> None:
+        try:
+            await self.client.delete(self._keys(account, "")[0])
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("Redis is unavailable") from exc
+
+    async def purge(self) -> int:
+        return 0  # keys expire by themselves
+
