@@ -297,7 +297,7 @@ class Engine:
         """The principal behind a session cookie value, or None. Usually no I/O at all."""
         if not cookie_value or len(cookie_value) > 128:
             return None
-        self.hot.ensure_fresh()
+        await self.hot.ensure_fresh()
         key = digest(cookie_value)
         now = self.clock.now()
         rec = self.hot.sessions.get(key)
@@ -493,7 +493,7 @@ class Engine:
         """Verify an access token and check it is not revoked. Raises :class:`InvalidToken`.
         A token verified before is not verified again until its ``exp``; the revocation
         checks run every time, from memory."""
-        self.hot.ensure_fresh()
+        await self.hot.ensure_fresh()
         now = self.clock.now()
         claims = self.hot.verified.get(token)
         if claims is None or now >= claims["exp"] + self.settings.token_leeway:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from authgate.clock import Clock
@@ -80,6 +80,8 @@ class HotState:
         self.family_ttl = 0.0
         self._last_id = 0
         self._fresh: dict[str, float] = {"db": 0.0}
+        self._refreshers: dict[str, Callable[[], Awaitable[None]]] = {"db": self.poll}
+        self._catching_up: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._down_logged = False
 
@@ -131,15 +133,33 @@ class HotState:
         self.mark_fresh("db")
         self._housekeep()
 
+    def add_source(self, name: str, refresher: Callable[[], Awaitable[None]]) -> None:
+        """Another place revocations come from; ``refresher`` checks it on demand."""
+        self._fresh[name] = _monotonic()
+        self._refreshers[name] = refresher
+
     def mark_fresh(self, source: str) -> None:
         """``source`` (``db``, ``redis``) was reachable just now."""
         self._fresh[source] = _monotonic()
 
-    def ensure_fresh(self) -> None:
-        """Raise :class:`BackendUnavailable` when any revocation source has been silent for
-        longer than ``stale_after``: the caches can no longer be trusted."""
-        if _monotonic() - min(self._fresh.values()) > self.stale_after:
-            raise BackendUnavailable("revocation state is stale")
+    async def ensure_fresh(self) -> None:
+        """Make sure no revocation source has been silent for longer than ``stale_after``.
+
+        Normally a dictionary look-up. When the background loop fell behind (an overloaded
+        event loop), the request catches up itself, once for all concurrent requests; only
+        if the source cannot be read does it raise :class:`BackendUnavailable` (503)."""
+        now = _monotonic()
+        if now - min(self._fresh.values()) <= self.stale_after:
+            return
+        for name, at in list(self._fresh.items()):
+            if now - at > self.stale_after:
+                task = self._catching_up.get(name)
+                if task is None or task.done():
+                    task = asyncio.ensure_future(self._refreshers[name]())
+                    self._catching_up[name] = task
+                await asyncio.shield(task)
+                if _monotonic() - self._fresh[name] > self.stale_after:
+                    raise BackendUnavailable(f"revocation state is stale ({name})")
 
     @property
     def healthy(self) -> bool:

@@ -52,7 +52,7 @@ class RedisBackend:
             await self.client.ping()
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
-        self.hot.mark_fresh("redis")
+        self.hot.add_source("redis", self._check)
         self._tasks = [asyncio.create_task(self._listen(), name="authgate-redis-listen"),
                        asyncio.create_task(self._ping(), name="authgate-redis-ping")]
 
@@ -101,17 +101,21 @@ class RedisBackend:
     async def _ping(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
-            try:
-                await self.client.ping()
-            except (RedisError, OSError):
-                self._went_down()
-                continue
-            if self._down:
-                log.warning("Redis reachable again")
-                self._down = False
-                self.hot.sessions.clear()  # messages may have been missed meanwhile
-                self.hot.users.clear()
-            self.hot.mark_fresh("redis")
+            await self._check()
+
+    async def _check(self) -> None:
+        """Ping Redis; mark the hot state fresh, or note the outage."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError):
+            self._went_down()
+            return
+        if self._down:
+            log.warning("Redis reachable again")
+            self._down = False
+            self.hot.sessions.clear()  # messages may have been missed meanwhile
+            self.hot.users.clear()
+        self.hot.mark_fresh("redis")
 
     def _went_down(self) -> None:
         if not self._down:

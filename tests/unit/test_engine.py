@@ -73,7 +73,7 @@ async def test_session_idle_and_absolute_timeouts(make_engine: EngineFactory,
     engine = await make_engine(session_idle_ttl=600, session_absolute_ttl=1800,
                                session_touch_interval=0)
     await engine.create_user("erin", PW)
-    value, rec, _ = await engine.login("erin", PW)
+    value, _rec, _ = await engine.login("erin", PW)
     for _ in range(3):  # activity keeps it alive past the idle ttl...
         clock.advance(500)
         assert await engine.session_principal(value) is not None
