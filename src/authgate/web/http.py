@@ -180,8 +180,21 @@ def client_ip(request: Request, settings: Settings) -> str:
     return peer
 
 
+@lru_cache(maxsize=8)
+def _origins(public_origin: str, extra: tuple[str, ...]) -> frozenset[str]:
+    origins = {public_origin, *extra}
+    scheme, _, hostport = public_origin.partition("://")
+    host, _, port = hostport.rpartition(":") if hostport.count(":") == 1 else (hostport, "", "")
+    if host in ("127.0.0.1", "localhost", "[::1]"):  # one machine, three spellings
+        suffix = f":{port}" if port else ""
+        origins |= {f"{scheme}://{h}{suffix}" for h in ("127.0.0.1", "localhost", "[::1]")}
+    return frozenset(origins)
+
+
 def allowed_origins(settings: Settings) -> frozenset[str]:
-    return frozenset([settings.public_origin, *settings.allowed_origins])
+    """``PUBLIC_URL``'s origin and ``ALLOWED_ORIGINS`` (a loopback ``PUBLIC_URL`` also
+    accepts the other loopback spellings of the same port)."""
+    return _origins(settings.public_origin, tuple(settings.allowed_origins))
 
 
 def check_origin(request: Request, settings: Settings) -> None:

@@ -103,6 +103,16 @@ def build_router(engine: Engine) -> APIRouter:
     s = engine.settings
     router = APIRouter(route_class=AuthRoute, tags=["auth"])
 
+    def clear_sent_cookies(request: Request, response: Response) -> None:
+        """Clear the credential cookies this request carried (the refresh cookie travels
+        only to /auth/token, so it goes with the access-token cookie)."""
+        if get_cookie(request, s.session_cookie) is not None:
+            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+        if get_cookie(request, s.access_cookie) is not None:
+            clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
+            clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
+                         path="/auth/token", samesite="strict")
+
     def session_cookie(response: Response, value: str, rec: SessionRecord) -> None:
         set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,
                    max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
@@ -138,11 +148,7 @@ def build_router(engine: Engine) -> APIRouter:
         await engine.logout(principal)
         response = Response(status_code=204, headers={**NO_STORE,
                                                       "Clear-Site-Data": '"cookies"'})
-        if principal.via_cookie:
-            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
-            clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
-            clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
-                         path="/auth/token", samesite="strict")
+        clear_sent_cookies(request, response)
         return response
 
     @router.get("/auth/me", summary="The caller, by session or bearer token")
@@ -176,9 +182,7 @@ def build_router(engine: Engine) -> APIRouter:
         await engine.logout_everywhere(principal.user)
         response = Response(status_code=204, headers={**NO_STORE,
                                                       "Clear-Site-Data": '"cookies"'})
-        if principal.via_cookie:
-            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
-            clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
+        clear_sent_cookies(request, response)
         return response
 
     @router.post("/auth/password", status_code=204, openapi_extra=_body(PASSWORD),
