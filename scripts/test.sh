@@ -13,6 +13,7 @@ fi
 
 bash scripts/services.sh      # PostgreSQL and Redis (already running on most machines)
 bash scripts/install-browser.sh
+bash scripts/install-tools.sh
 
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy

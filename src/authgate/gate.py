@@ -22,9 +22,10 @@ from authgate.models import Principal
 from authgate.settings import Settings
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
+    from fastapi import APIRouter, FastAPI
     from starlette.requests import Request
     from starlette.responses import Response
+    from starlette.routing import BaseRoute
 
 Dependency = Callable[..., Awaitable[Principal]]
 
@@ -59,6 +60,25 @@ class AuthGate:
         from authgate.web.router import build_router
 
         return build_router(self.engine)
+
+    @cached_property
+    def asgi_app(self) -> FastAPI:
+        """The ``/auth/*`` API as an ASGI app of its own, for apps that are not FastAPI:
+        ``Mount("", app=gate.asgi_app)`` in a Starlette app (its lifespan stays yours:
+        pass ``lifespan=gate.lifespan`` to the outer app)."""
+        from fastapi import FastAPI
+
+        api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        api.include_router(self.router)
+        return api
+
+    @cached_property
+    def pages(self) -> list[BaseRoute]:
+        """The ``/login`` and ``/account`` pages as Starlette routes:
+        ``app.router.routes.extend(gate.pages)``."""
+        from authgate.web.pages import build_pages
+
+        return build_pages(self.engine)
 
     @cached_property
     def _deps(self) -> dict[str, Dependency]:

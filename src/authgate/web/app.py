@@ -18,7 +18,6 @@ from authgate.errors import AuthGateError, PayloadTooLarge
 from authgate.gate import AuthGate
 from authgate.settings import Settings
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
-from authgate.web.pages import build_pages
 
 log = logging.getLogger("authgate")
 
@@ -115,8 +114,7 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
                   description="Hybrid session + token authentication.")
     app.include_router(gate.router)
-    for route in build_pages(engine):
-        app.router.routes.append(route)
+    app.router.routes.extend(gate.pages)
     counter = AuditCounter()
     logging.getLogger("authgate.audit").addHandler(counter)
 

@@ -203,8 +203,10 @@ def build_router(engine: Engine) -> APIRouter:
                  summary="OAuth 2.0 token endpoint (password and refresh_token grants)")
     async def token(request: Request) -> Response:
         data = await read_params(request, allow_form=True)
+        # client_id/client_secret: sent by OAuth tools such as Swagger UI; authgate's
+        # clients are public (RFC 6749 §2.1), so they are accepted and not used.
         check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
-                            "cookie", "client_id"})
+                            "cookie", "client_id", "client_secret"})
         grant = data.get("grant_type")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):

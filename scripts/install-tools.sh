@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Debian packages the tests and the benchmark drive: nginx (the reverse-proxy example) and
+# wrk (the benchmark's smoke run). Idempotent.
+set -euo pipefail
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq -o DPkg::Lock::Timeout=120
+  apt-get install -y -qq -o DPkg::Lock::Timeout=120 "${missing[@]}" >/dev/null
+fi
