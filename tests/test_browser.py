@@ -80,6 +80,12 @@ def shared_user(server: Server) -> tuple[str, str]:
     return server.new_user("browser")
 
 
+@pytest.fixture(scope="module")
+def mallory(server: Server) -> tuple[str, str]:
+    """The login-CSRF attacker's own account."""
+    return server.new_user("mallory")
+
+
 def _evil_page(route: Route) -> None:
     route.fulfill(status=200, content_type="text/html", body="<h1 id=evil>evil</h1>")
 
@@ -145,7 +151,7 @@ def test_login_shows_account_and_keeps_an_httponly_secure_cookie(
     expect(page.locator("#username")).to_have_text(shared_user[0])
     current = page.locator("tr.entry.current")
     expect(current).to_have_count(1)
-    expect(current).to_contain_text("this one")
+    expect(current.locator(".badge")).to_have_text("This session")
     expect(page.locator("#logout")).to_be_visible()
     expect(page.locator("#logout-all")).to_be_visible()
     page.screenshot(path="/tmp/authgate-account.png", full_page=True)
@@ -163,27 +169,29 @@ def test_login_shows_account_and_keeps_an_httponly_secure_cookie(
     assert "authgate" not in page.evaluate("document.cookie")
 
 
-@pytest.mark.parametrize("width", [360, 1280])
-def test_pages_fit_the_screen(new_context: Callable[..., BrowserContext], server: Server,
-                              width: int) -> None:
-    username, password = server.new_user("narrow-" + str(width))
-    page = new_context(viewport={"width": width, "height": 740}).new_page()
-    page.goto(f"{server.url}/login")
+def test_pages_fit_wide_and_narrow_screens(new_context: Callable[..., BrowserContext],
+                                          server: Server) -> None:
+    """No sideways scrolling on a desktop or a 360 px phone, with a long user agent in the
+    sessions list; every revoke button stays on screen."""
+    username, password = server.new_user("narrow")
+    page = new_context(viewport={"width": 360, "height": 740}).new_page()
     overflow = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    page.goto(f"{server.url}/login")
     assert page.evaluate(overflow) <= 0
     login(page, server, username, password)
-    login(new_context().new_page(), server, username, password)  # a second browser
-    c = server.client(headers={"User-Agent": "an-api-client/1.0 " + "x" * 150})
-    assert c.token(username, password).status_code == 200
-    page.reload()
-    expect(page.locator("tr.entry")).to_have_count(3)
-    assert page.evaluate(overflow) <= 0
-    if width < 500:
-        page.screenshot(path=f"/tmp/authgate-account-{width}.png", full_page=True)
-    # every revoke button is on screen and clickable
-    for button in page.locator("tr.entry button").all():
-        box = button.bounding_box()
-        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+    with server.client(headers={"User-Agent": "an-api-client/1.0 " + "x" * 150}) as c:
+        assert c.token(username, password).status_code == 200  # an API token row
+        assert c.login(username, password).status_code == 200  # another session row
+    for width in (360, 1280):
+        page.set_viewport_size({"width": width, "height": 740})
+        page.reload()
+        expect(page.locator("tr.entry")).to_have_count(3)
+        assert page.evaluate(overflow) <= 0, width
+        for button in page.locator("tr.entry button").all():
+            box = button.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width
+        if width == 360:
+            page.screenshot(path="/tmp/authgate-account-360.png", full_page=True)
 
 
 def test_wrong_password_shows_an_error_and_stays_on_login(
@@ -203,13 +211,8 @@ def test_wrong_password_shows_an_error_and_stays_on_login(
     expect(page).to_have_url(f"{server.url}/account")
 
 
-@pytest.mark.parametrize("next_", [
-    "/account?from=next",
-    "https://evil.example/",
-    "//evil.example",
-    "/\\evil.example",
-    "http:evil.example",
-])
+@pytest.mark.parametrize("next_", ["/account?from=next", "https://evil.example/",
+                                   "//evil.example"])
 def test_next_is_followed_only_when_local(page: Page, server: Server,
                                           shared_user: tuple[str, str], next_: str) -> None:
     page.goto(f"{server.url}/login?next={quote(next_, safe='')}")
@@ -220,7 +223,7 @@ def test_next_is_followed_only_when_local(page: Page, server: Server,
 
 
 @pytest.mark.parametrize("next_", ["https://evil.example/", "//evil.example",
-                                   "/\\evil.example", "/\t/evil.example"])
+                                   "/\\evil.example", "/\t/evil.example", "http:evil.example"])
 def test_tampered_next_field_is_not_followed(page: Page, server: Server,
                                              shared_user: tuple[str, str], next_: str) -> None:
     """The server checks ``next`` again on POST, not only when it renders the form."""
@@ -351,9 +354,10 @@ def attacker_token(server: Server) -> tuple[str, str]:
     return nonce, match.group(1)
 
 
-def submit_and_expect_refusal(page: Page, server: Server) -> None:
+def submit_and_expect_refusal(page: Page, server: Server, origin: str) -> None:
     with page.expect_response(f"{server.url}/login") as info:
         page.click("#go")
+    assert info.value.request.header_value("origin") == origin
     assert info.value.status == 403
     expect(page).to_have_url(f"{server.url}/login")
     expect(page.get_by_role("alert")).to_contain_text("another site")
@@ -364,10 +368,9 @@ def submit_and_expect_refusal(page: Page, server: Server) -> None:
 
 @pytest.mark.parametrize("victim_saw_login", [False, True])
 def test_login_csrf_from_a_sibling_origin_is_refused(
-        page: Page, server: Server, victim_saw_login: bool) -> None:
+        page: Page, server: Server, mallory: tuple[str, str], victim_saw_login: bool) -> None:
     """Login CSRF: a page on 127.0.0.1:<other port> (same site, other origin) submits the
     attacker's credentials with a form token the attacker fetched for themselves."""
-    mallory = server.new_user("mallory")
     if victim_saw_login:  # the victim holds a pre-login nonce of their own
         page.goto(f"{server.url}/login")
         assert any(c["name"] == LOGIN_COOKIE for c in page.context.cookies(server.url))
@@ -375,16 +378,15 @@ def test_login_csrf_from_a_sibling_origin_is_refused(
     site = _AttackerSite(attacker_form(server, *mallory, token))
     try:
         page.goto(site.url)
-        submit_and_expect_refusal(page, server)
+        submit_and_expect_refusal(page, server, site.url.rstrip("/"))
     finally:
         site.close()
 
 
 def test_login_csrf_with_a_tossed_nonce_cookie_is_refused_by_origin(
-        page: Page, server: Server) -> None:
+        page: Page, server: Server, mallory: tuple[str, str]) -> None:
     """Cookies ignore ports, so a sibling origin can plant its own nonce cookie next to the
     matching form token; only the Origin check stands in the way — and must."""
-    mallory = server.new_user("mallory")
     nonce, token = attacker_token(server)
     # control: the same nonce + token from the right origin would log in
     ok = httpx.post(f"{server.url}/login", headers={"Origin": server.url,
@@ -400,23 +402,23 @@ def test_login_csrf_with_a_tossed_nonce_cookie_is_refused_by_origin(
         page.goto(site.url)
         tossed = [c for c in page.context.cookies(server.url) if c["name"] == LOGIN_COOKIE]
         assert tossed and tossed[0]["value"] == nonce  # the toss worked: Origin must stop it
-        submit_and_expect_refusal(page, server)
+        submit_and_expect_refusal(page, server, site.url.rstrip("/"))
     finally:
         site.close()
 
 
-def test_login_csrf_from_another_site_is_refused(page: Page, server: Server) -> None:
+def test_login_csrf_from_another_site_is_refused(page: Page, server: Server,
+                                                 mallory: tuple[str, str]) -> None:
     """A cross-site page (``http://attacker.test``, served by Playwright) and an opaque
     origin (``about:blank`` content) posting to /login."""
-    mallory = server.new_user("mallory")
     _nonce, token = attacker_token(server)
     html = attacker_form(server, *mallory, token)
     page.context.route("http://attacker.test/**",
                        lambda route: route.fulfill(status=200, content_type="text/html",
                                                    body=html))
     page.goto("http://attacker.test/")
-    submit_and_expect_refusal(page, server)
+    submit_and_expect_refusal(page, server, "http://attacker.test")
 
     blank = page.context.new_page()
     blank.set_content(html)
-    submit_and_expect_refusal(blank, server)
+    submit_and_expect_refusal(blank, server, "null")
