@@ -161,3 +161,52 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
 def user(server: Server) -> tuple[str, str]:
     """A fresh user on the module's server: (username, password)."""
     return server.new_user()
+
+
+def _needs(what: str, exc: BaseException) -> None:
+    """A missing PostgreSQL/Redis: a failure in CI (``CI=true``), a skip elsewhere."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} unreachable in CI: {exc}")
+    pytest.skip(f"{what} unreachable: {exc}")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"authgate_bb_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        _needs("PostgreSQL", exc)
+    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[dict[str, str]]:
+    """REDIS_URL plus a key prefix of this test's own (deleted afterwards)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except (OSError, redis.RedisError) as exc:
+        _needs("Redis", exc)
+    prefix = f"agbb{uuid.uuid4().hex[:10]}"
+    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

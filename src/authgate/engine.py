@@ -14,6 +14,7 @@ import hmac
 import inspect
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,7 @@ class Engine:
             self.db, self.clock, settings.account_lock_threshold, settings.ip_failure_limit,
             settings.ip_failure_window)
         self._csrf_key = b""
+        self._keys_loaded_at = 0.0
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -148,15 +150,31 @@ class Engine:
         self._started = False
 
     async def _housekeeping(self) -> None:
+        """Reload keys every 30 s (a rotation made elsewhere shows up in the JWKS well before
+        the new key signs); purge expired records every 5 minutes."""
+        rounds = 0
         while True:
-            await asyncio.sleep(300)
+            await asyncio.sleep(30)
+            rounds += 1
             try:
-                await self.purge()
                 await self.keys.load(self.clock.now(), create=False)
+                if rounds % 10 == 0:
+                    await self.purge()
             except AuthGateError:
                 pass
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _reload_keys_for(self, token: str) -> bool:
+        """A token names a key this process does not know (another instance rotated, or
+        generated it first): reload keys, at most every 5 s. True when reloaded."""
+        now = time.monotonic()
+        if now - self._keys_loaded_at < 5:
+            return False
+        self._keys_loaded_at = now
+        before = set(self.keys.keys)
+        await self.keys.load(self.clock.now(), create=False)
+        return set(self.keys.keys) != before
 
     async def purge(self) -> dict[str, int]:
         """Delete expired sessions, refresh tokens and denylist entries."""
@@ -497,7 +515,12 @@ class Engine:
         now = self.clock.now()
         claims = self.hot.verified.get(token)
         if claims is None or now >= claims["exp"] + self.settings.token_leeway:
-            claims = self.tokens.verify(token, now)
+            try:
+                claims = self.tokens.verify(token, now)
+            except InvalidToken:
+                if not await self._reload_keys_for(token):
+                    raise
+                claims = self.tokens.verify(token, now)
             self.hot.verified.put(token, claims)
         if claims["jti"] in self.hot.denied_jtis or claims.get("sid") in \
                 self.hot.revoked_families:

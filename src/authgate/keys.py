@@ -118,7 +118,7 @@ class KeyRing:
             rows = await self.records.signing_keys()
             if create and not any(r["alg"] == self.alg and r["retired_at"] is None
                                   for r in rows):
-                await self.rotate(now, publish_ahead=0.0)
+                await self.records.insert_first_key(self.alg, self._new_key_row(now, now))
                 rows = await self.records.signing_keys()
             for row in rows:
                 if row["drop_after"] is not None and row["drop_after"] <= now:
@@ -136,19 +136,22 @@ class KeyRing:
         then, and drop them from the JWKS ``token_ttl`` later."""
         if self.alg == "HS256" or self.key_file is not None:
             raise ConfigError("keys come from the configuration; rotate them there")
+        starts = now + publish_ahead
+        row = self._new_key_row(now, starts)
+        for old in await self.records.signing_keys():
+            if old["retired_at"] is None:
+                await self.records.update_key(old["kid"], retired_at=starts,
+                                              drop_after=starts + token_ttl + 60)
+        await self.records.insert_key(**row)
+        return str(row["kid"])
+
+    def _new_key_row(self, now: float, signs_from: float) -> dict[str, Any]:
         key = generate_private_key(self.alg)
         jwk = public_jwk(self.alg, key.public_key())
-        starts = now + publish_ahead
-        for row in await self.records.signing_keys():
-            if row["retired_at"] is None:
-                await self.records.update_key(row["kid"], retired_at=starts,
-                                              drop_after=starts + token_ttl + 60)
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
-        await self.records.insert_key(kid=jwk["kid"], alg=self.alg, private_pem=pem,
-                                      public_jwk=json.dumps(jwk), created_at=now,
-                                      signs_from=starts)
-        return str(jwk["kid"])
+        return {"kid": jwk["kid"], "alg": self.alg, "private_pem": pem,
+                "public_jwk": json.dumps(jwk), "created_at": now, "signs_from": signs_from}
 
     def signer(self, now: float) -> SigningKey:
         """The newest key allowed to sign at ``now``."""

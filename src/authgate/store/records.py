@@ -333,6 +333,17 @@ class Records:
         async with self.db.write() as conn:
             await conn.execute(t.signing_keys.insert().values(**values))
 
+    async def insert_first_key(self, alg: str, values: dict[str, Any]) -> None:
+        """Insert ``values`` unless a usable key for ``alg`` exists: instances starting at
+        once on an empty database agree on one key."""
+        async with self.db.write() as conn:
+            if not self.db.is_sqlite:
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(727262)"))
+            exists = (await conn.execute(sa.select(t.signing_keys.c.kid).where(
+                t.signing_keys.c.alg == alg, t.signing_keys.c.retired_at.is_(None)))).first()
+            if exists is None:
+                await conn.execute(t.signing_keys.insert().values(**values))
+
     async def update_key(self, kid: str, **values: Any) -> None:
         async with self.db.write() as conn:
             await conn.execute(t.signing_keys.update().where(
