@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authgate.errors import AuthGateError, PayloadTooLarge
 from authgate.gate import AuthGate
 from authgate.settings import Settings
+from authgate.web.fastpath import FastPath
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
 
 log = logging.getLogger("authgate")
@@ -106,9 +107,9 @@ class AuditCounter(logging.Handler):
 
 
 def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -> FastAPI:
-    """The whole authgate server as an ASGI app."""
+    """The FastAPI app of the server: the API, pages, health, metrics, docs. The server
+    runs it behind :func:`create_server_app`."""
     gate = gate or AuthGate(settings)
-    s = gate.settings
     engine = gate.engine
     app = FastAPI(title="authgate", version=_version(), lifespan=gate.lifespan,
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
@@ -174,8 +175,16 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
         return JSONResponse({"error": "internal", "detail": "internal error"},
                             status_code=500, headers=NO_STORE)
 
-    app.add_middleware(Hardening, hsts=s.public_url.startswith("https://"))
     return app
+
+
+def create_server_app(settings: Settings | None = None) -> ASGIApp:
+    """:func:`create_app` behind the fast path and the hardening layer, outside FastAPI's
+    own middleware stack (which costs more than the authentication itself)."""
+    gate = AuthGate(settings)
+    app = create_app(gate=gate)
+    return Hardening(FastPath(app, gate.engine), hsts=gate.settings.public_url.startswith(
+        "https://"))
 
 
 def _version() -> str:
@@ -193,4 +202,4 @@ def app_factory() -> Any:
 
     from authgate.settings import load_settings
 
-    return create_app(load_settings(os.environ.get("AUTHGATE_CONFIG") or None))
+    return create_server_app(load_settings(os.environ.get("AUTHGATE_CONFIG") or None))

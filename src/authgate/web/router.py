@@ -151,10 +151,9 @@ def build_router(engine: Engine) -> APIRouter:
         clear_sent_cookies(request, response)
         return response
 
-    @router.get("/auth/me", summary="The caller, by session or bearer token")
-    async def me(request: Request) -> Response:
-        principal = await authenticate(engine, request)
-        return JSONResponse(me_json(principal), headers=NO_STORE)
+    hot = hot_handlers(engine)
+    router.add_api_route("/auth/me", hot["/auth/me"], methods=["GET"],
+                         summary="The caller, by session or bearer token")
 
     @router.get("/auth/sessions", summary="Every session and token family of the caller")
     async def sessions(request: Request) -> Response:
@@ -264,7 +263,25 @@ def build_router(engine: Engine) -> APIRouter:
         await engine.revoke_token(data["token"])
         return Response(status_code=200, headers=NO_STORE)
 
-    @router.get("/auth/verify", summary="Forward-auth for reverse proxies")
+    router.add_api_route("/auth/verify", hot["/auth/verify"], methods=["GET"],
+                         summary="Forward-auth for reverse proxies")
+    router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
+                         methods=["GET"], summary="Public signing keys (JWKS)")
+    return router
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def hot_handlers(engine: Engine) -> dict[str, Handler]:
+    """The read-only routes every protected request or proxy hits. They raise
+    :class:`AuthGateError`; the router (and the server's fast path) turn that into the
+    contract's error."""
+
+    async def me(request: Request) -> Response:
+        principal = await authenticate(engine, request)
+        return JSONResponse(me_json(principal), headers=NO_STORE)
+
     async def verify(request: Request) -> Response:
         principal = await authenticate(engine, request, csrf=False)
         wanted = request.query_params.get("scope")
@@ -279,12 +296,11 @@ def build_router(engine: Engine) -> APIRouter:
             "X-Auth-Method": principal.auth,
         })
 
-    @router.get("/.well-known/jwks.json", summary="Public signing keys (JWKS)")
     async def jwks(request: Request) -> Response:
         return Response(engine.keys.jwks_body, media_type="application/json",
                         headers={"Cache-Control": "public, max-age=300"})
 
-    return router
+    return {"/auth/me": me, "/auth/verify": verify, "/.well-known/jwks.json": jwks}
 
 
 def me_json(principal: Principal) -> dict[str, Any]:
