@@ -85,5 +85,12 @@ def test_nginx_auth_request(stack: tuple[str, Server]) -> None:
                                       "X-Auth-User-Id": "admin"})
     assert api.status_code == 200 and api.json()["user_id"] == seen["user_id"]
 
+    assert c.post("/api/data").status_code == 403                   # cookie + POST: CSRF
+    assert c.post("/api/data", headers={"Origin": "https://evil.example",
+                                        "X-CSRF-Token": c.csrf or ""}).status_code == 403
+    assert c.unsafe("POST", "/api/data").status_code == 200
+    assert c.post("/api/data", headers={"Authorization": f"Bearer {token}",
+                                        "Cookie": ""}).status_code == 200  # bearer: exempt
+
     assert c.unsafe("POST", "/auth/logout").status_code == 204
     assert c.get("/api/data").status_code == 401

@@ -31,7 +31,9 @@ from authgate.models import Principal, SessionRecord, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.http import (
     NO_STORE,
+    UNSAFE_METHODS,
     JSONResponse,
+    check_csrf,
     check_fields,
     check_origin,
     clear_cookie,
@@ -284,6 +286,13 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
 
     async def verify(request: Request) -> Response:
         principal = await authenticate(engine, request, csrf=False)
+        # The proxied request's method (nginx: X-Original-Method; Traefik and Caddy:
+        # X-Forwarded-Method): an unsafe one authenticated by a cookie gets the CSRF check
+        # the subrequest itself (a GET) would skip.
+        original = (request.headers.get("x-forwarded-method")
+                    or request.headers.get("x-original-method") or "GET").upper()
+        if principal.via_cookie and original in UNSAFE_METHODS:
+            check_csrf(request, engine.settings, principal.csrf_token)
         wanted = request.query_params.get("scope")
         if wanted:
             engine.require_scopes(principal, wanted.split())
