@@ -355,8 +355,10 @@ class Engine:
                 return None
             if rec.alive_at(now) and self.redis is not None:
                 await self.redis.put_session(rec, now)
-        if not rec.alive_at(now):
+        if not rec.alive_at(now):  # expired: purge it now rather than at the next sweep
             self.hot.sessions.pop(key)
+            self.hot.no_session.put(key, True)
+            await self.records.delete_sessions(t.sessions.c.id == rec.id, now)
             return None
         self.hot.sessions.put(key, rec)
         return rec
