@@ -244,8 +244,9 @@ def keys_list(config: str | None) -> None:
 
 
 @keys.command("rotate")
-@click.option("--publish-ahead", default=300, show_default=True, type=click.IntRange(0),
-              help="Seconds the new key is in the JWKS before it signs.")
+@click.option("--publish-ahead", default=600, show_default=True, type=click.IntRange(0),
+              help="Seconds the new key is in the JWKS before it signs (at least the "
+                   "30 s key reload plus the JWKS max-age of 300 s).")
 @config_option
 def keys_rotate(publish_ahead: int, config: str | None) -> None:
     """Add a new signing key; the old one keeps verifying until its tokens expire."""
@@ -254,8 +255,8 @@ def keys_rotate(publish_ahead: int, config: str | None) -> None:
                                             engine.settings.access_token_ttl))
 
     kid = _run(config, job)
-    click.echo(f"new key {kid} signs in {publish_ahead} s; running servers pick it up "
-               "within 5 minutes")
+    click.echo(f"new key {kid} signs in {publish_ahead} s; running servers publish it "
+               "within 30 s")
 
 
 @main.group()

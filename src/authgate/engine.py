@@ -569,7 +569,8 @@ class Engine:
 
     async def _revoke_access(self, claims: dict[str, Any], family: bool) -> None:
         now = self.clock.now()
-        await self.records.deny_jti(claims["jti"], float(claims["exp"]) + 60, now)
+        await self.records.deny_jti(claims["jti"], min(float(claims["exp"]), now + 86400) + 60,
+                                    now)
         keys = [f"jti:{claims['jti']}"]
         if family and claims.get("sid"):
             keys += await self.records.revoke_families(

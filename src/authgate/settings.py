@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     access_token_ttl: int = Field(default=15 * 60, ge=10, le=24 * 3600)
     refresh_token_ttl: int = Field(default=30 * 24 * 3600, ge=60)
-    refresh_idle_ttl: int | None = Field(default=None, ge=60)
+    refresh_idle_ttl: int | None = Field(default=15 * 24 * 3600, ge=60)
     session_idle_ttl: int = Field(default=30 * 60, ge=1)
     session_absolute_ttl: int = Field(default=12 * 3600, ge=1)
     remember_me_ttl: int = Field(default=30 * 24 * 3600, ge=1)
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     hs256_secret: SecretStr | None = None
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    role_scopes: dict[str, list[str]] = Field(default_factory=dict)
+    role_scopes: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
 
     password_min_length: int = Field(default=12, ge=8, le=1024)
     max_sessions_per_user: int | None = Field(default=None, ge=1)

@@ -37,6 +37,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def strict_json(segment: str) -> Any:
     """Decode one base64url segment as JSON, refusing padding, other alphabets, invalid
     UTF-8, duplicate members and absurd nesting."""
@@ -47,7 +51,8 @@ def strict_json(segment: str) -> Any:
         text = raw.decode("utf-8")
         if text.count("[") + text.count("{") > 64:
             raise ValueError("too deeply nested")
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        return json.loads(text, object_pairs_hook=_no_duplicates,
+                          parse_constant=_no_constant)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise InvalidToken() from None
 
@@ -119,8 +124,12 @@ class AccessTokens:
         return claims
 
 
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z: times beyond are nonsense, not "never"
+
+
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value <= MAX_TIME)
 
 
 def _check_claims(claims: dict[str, Any], now: float, leeway: int) -> None:

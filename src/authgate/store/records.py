@@ -15,6 +15,8 @@ from authgate.models import SessionRecord, TokenFamily, User
 from authgate.store import schema as t
 from authgate.store.db import Database
 
+SUPERSEDED = 0.0  # used_at of a grace-window sibling that lost to another
+
 
 def _user(row: RowMapping) -> User:
     return User(
@@ -231,9 +233,17 @@ class Records:
                     await self._revoke_family(conn, fam.id, now)
                     await self._log(conn, [f"family:{fam.id}"], now)
                     return "reuse", fam
+                # A replay within the grace window gets a sibling of the token the first
+                # use got; whichever sibling is used first wins (below).
+            elif row["parent_hash"] is not None:
+                # One live branch: the siblings minted by grace replays of our parent are
+                # marked used long ago, so presenting one later is reuse.
+                await conn.execute(rt.update().where(
+                    rt.c.parent_hash == row["parent_hash"], rt.c.token_hash != token_hash,
+                    rt.c.used_at.is_(None)).values(used_at=SUPERSEDED))
             await conn.execute(rt.insert().values(
                 token_hash=new_hash, family_id=fam.id, created_at=now,
-                expires_at=fam.expires_at))
+                expires_at=fam.expires_at, parent_hash=token_hash))
             await conn.execute(fam_t.update().where(fam_t.c.id == fam.id).values(
                 last_seen_at=now))
             return "ok", fam

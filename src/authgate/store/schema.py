@@ -66,6 +66,8 @@ refresh_tokens = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("used_at", sa.Float, nullable=True),
+    # The token this one replaced: a grace-window replay of the parent supersedes it.
+    sa.Column("parent_hash", sa.String(64), nullable=True, index=True),
 )
 
 signing_keys = sa.Table(
@@ -133,9 +135,18 @@ def _v2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[throttle])
 
 
+def _v3(conn: Connection) -> None:
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("refresh_tokens")}
+    if "parent_hash" not in columns:  # databases made before v3
+        conn.execute(sa.text("ALTER TABLE refresh_tokens ADD COLUMN parent_hash VARCHAR(64)"))
+        conn.execute(sa.text("CREATE INDEX ix_refresh_tokens_parent_hash "
+                             "ON refresh_tokens (parent_hash)"))
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
+    (3, _v3),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -23,9 +23,13 @@ from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
 log = logging.getLogger("authgate")
 
 
+MAX_HEADERS = 16 * 1024
+
+
 class Hardening:
-    """Pure ASGI: refuses bodies over 64 KiB (413 before the app reads them) and adds the
-    security headers every response should carry."""
+    """Pure ASGI: refuses bodies over 64 KiB (413 before the app reads them) and request
+    headers over 16 KiB in all (431), and adds the security headers every response should
+    carry."""
 
     def __init__(self, app: ASGIApp, hsts: bool) -> None:
         self.app = app
@@ -41,7 +45,9 @@ class Hardening:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        header_bytes = 0
         for name, value in scope["headers"]:
+            header_bytes += len(name) + len(value)
             if name == b"content-length":
                 if not value.isdigit():
                     await _send_error(send, 400, "invalid_request", "invalid Content-Length")
@@ -49,6 +55,10 @@ class Hardening:
                 if int(value) > MAX_BODY:
                     await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
                     return
+        if header_bytes > MAX_HEADERS:
+            await _send_error(send, 431, "headers_too_large",
+                              "the request headers are larger than 16 KiB")
+            return
         received = 0
 
         async def limited_receive() -> Message:
