@@ -37,7 +37,7 @@ from authgate.errors import (
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
-from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy
+from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
 from authgate.settings import Settings, check_extra_claims
 from authgate.store import schema as t
 from authgate.store.db import Database
@@ -112,6 +112,10 @@ class Engine:
             settings.ip_failure_window)
         self._csrf_key = b""
         self._keys_loaded_at = 0.0
+        # Other workers judge idleness from the stored last-seen, which lags by up to this
+        # interval: never more than a tenth of the idle timeout.
+        self._touch_interval = min(settings.session_touch_interval,
+                                   settings.session_idle_ttl / 10)
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -265,7 +269,9 @@ class Engine:
         if wait:
             audit.warning("login throttled", extra={"event": "login_throttled", "ip": ip})
             raise Throttled(int(wait))
-        if len(password) > MAX_PASSWORD_LENGTH or len(username) > MAX_USERNAME_LENGTH:
+        if (len(password) > 4 * MAX_PASSWORD_LENGTH  # cheap bound before normalising
+                or len(normalize(password)) > MAX_PASSWORD_LENGTH
+                or len(username) > MAX_USERNAME_LENGTH):
             await self.throttle.failed(account, ip)
             raise InvalidCredentials()
         found = await self.records.user_with_hash(username)
@@ -292,6 +298,13 @@ class Engine:
         value, rec = await self._new_session(user, remember, ip, user_agent)
         audit.info("login", extra={"event": "login", "user_id": user.id, "ip": ip})
         return value, rec, user
+
+    async def end_session(self, cookie_value: str | None) -> None:
+        """End the session this cookie value names, if any (a new login replaces it: the
+        old ID is destroyed, never kept alongside)."""
+        if cookie_value and len(cookie_value) <= 128:
+            await self._apply(await self.records.delete_sessions(
+                t.sessions.c.token_hash == digest(cookie_value), self.clock.now()))
 
     async def _new_session(self, user: User, remember: bool, ip: str,
                            user_agent: str) -> tuple[str, SessionRecord]:
@@ -326,8 +339,9 @@ class Engine:
         user = await self.get_user(rec.user_id)
         if user is None or user.disabled:
             return None
-        if now - rec.last_seen_at >= self.settings.session_touch_interval:
-            rec.last_seen_at = now  # written at most every touch interval
+        rec.last_seen_at = now  # activity resets the idle timer, exactly, in this process
+        if now - rec.written_at >= self._touch_interval:  # the database: at most this often
+            rec.written_at = now
             await self.records.touch_session(rec.id, now)
         return Principal(user=user, auth="session",
                          scopes=tuple(self.settings.scopes_for(list(user.roles))),

@@ -33,6 +33,11 @@ class SessionRecord:
     remember: bool = False
     ip: str = ""
     user_agent: str = ""
+    written_at: float = 0.0  # when last_seen_at was last stored (not a column)
+
+    def __post_init__(self) -> None:
+        if not self.written_at:
+            self.written_at = self.last_seen_at
 
     def deadline(self) -> float:
         """When the session ends unless used again: the earlier of idle and absolute."""

@@ -93,6 +93,8 @@ def check_policy(password: str, *, min_length: int, username: str = "") -> None:
     """
     if not isinstance(password, str):
         raise PolicyError("the password must be a string")
+    if len(password) > 4 * MAX_PASSWORD_LENGTH:
+        raise PolicyError(f"the password is too long: use at most {MAX_PASSWORD_LENGTH} characters")
     pw = normalize(password)
     if len(pw) < min_length:
         raise PolicyError(f"the password is too short: use at least {min_length} characters")

@@ -100,7 +100,8 @@ def parse_utc(value: Any) -> datetime:
     assert isinstance(value, str), value
     assert value.endswith(("Z", "+00:00")), value
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+    offset = parsed.utcoffset()
+    assert offset is not None and offset.total_seconds() == 0
     return parsed.astimezone(UTC)
 
 

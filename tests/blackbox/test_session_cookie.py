@@ -40,7 +40,7 @@ def test_sess_03_06_secure_cookie_attributes(server: Server) -> None:
 
 
 def test_sess_01_value_is_long_random_and_distinct(server: Server) -> None:
-    username, password, user_id = register(server)
+    username, password, _user_id = register(server)
     values = [login_value(server, username, password) for _ in range(12)]
     assert len(set(values)) == len(values)
     for value in values:

@@ -67,7 +67,7 @@ class Hardening:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
-                    raise _TooLarge()
+                    raise PayloadTooLarge()  # an AuthGateError: the app answers 413
             return message
 
         started = False
@@ -84,13 +84,9 @@ class Hardening:
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
-        except _TooLarge:
+        except PayloadTooLarge:
             if not started:
                 await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _send_error(send: Send, status: int, code: str, detail: str) -> None:

@@ -19,7 +19,6 @@ from authgate.errors import (
     CsrfError,
     InsufficientScope,
     InvalidToken,
-    NotAuthenticated,
     PayloadTooLarge,
     Throttled,
     UnsupportedMediaType,
@@ -44,7 +43,7 @@ def error_response(exc: AuthGateError, *, oauth: bool = False,
     body = ({"error": exc.code, "error_description": exc.detail} if oauth
             else {"error": exc.code, "detail": exc.detail})
     headers = dict(NO_STORE)
-    if isinstance(exc, NotAuthenticated):
+    if exc.status == 401:
         headers["WWW-Authenticate"] = ('Bearer error="invalid_token"'
                                        if token_sent or isinstance(exc, InvalidToken)
                                        else "Bearer")

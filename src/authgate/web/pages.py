@@ -111,6 +111,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                               f"{exc.retry_after} seconds.", 429, username)
         except AuthGateError:
             return login_form(request, "Invalid username or password.", 401, username)
+        await engine.end_session(get_cookie(request, s.session_cookie))
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
         set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,

@@ -139,6 +139,7 @@ def build_router(engine: Engine) -> APIRouter:
         value, rec, user = await engine.login(
             data["username"], data["password"], remember=remember,
             ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
+        await engine.end_session(get_cookie(request, s.session_cookie))
         response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
                                 headers=NO_STORE)
         session_cookie(response, value, rec)
