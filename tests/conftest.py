@@ -136,11 +136,38 @@ class Server:
         return username, password
 
 
+#: The backends the contract suite runs on. A test module opts in to all of them with
+#: ``ALL_BACKENDS = True``: its ``server`` is then started once per backend.
+CONTRACT_BACKENDS = ("sqlite", "postgresql+redis")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if ("contract_backend" in metafunc.fixturenames
+            and getattr(metafunc.module, "ALL_BACKENDS", False)):
+        metafunc.parametrize("contract_backend", CONTRACT_BACKENDS, scope="module")
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("srv"), {}).start()
+def contract_backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str) -> Iterator[Server]:
+    settings: dict[str, Any] = {}
+    pg: str | None = None
+    redis: dict[str, str] | None = None
+    if contract_backend == "postgresql+redis":
+        pg = _pg_create()
+        redis = _redis_prefix()
+        settings = {"database_url": pg, **redis}
+    srv = Server(tmp_path_factory.mktemp("srv"), settings).start()
     yield srv
     srv.stop()
+    if pg is not None:
+        _pg_drop(pg)
+    if redis is not None:
+        _redis_drop(redis["redis_prefix"])
 
 
 @pytest.fixture
@@ -170,33 +197,39 @@ def _needs(what: str, exc: BaseException) -> None:
     pytest.skip(f"{what} unreachable: {exc}")
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database, dropped afterwards."""
+def _pg_run(sql: str) -> None:
     import asyncio
 
     import asyncpg
 
-    name = f"authgate_bb_{uuid.uuid4().hex[:12]}"
-
-    async def run(sql: str) -> None:
+    async def run() -> None:
         conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
+    asyncio.run(run())
+
+
+def _pg_create() -> str:
+    """A fresh, empty PostgreSQL database; its URL."""
+    import asyncpg
+
+    name = f"authgate_bb_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+        _pg_run(f'CREATE DATABASE "{name}"')
     except (OSError, asyncpg.PostgresError) as exc:
         _needs("PostgreSQL", exc)
-    yield POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
-@pytest.fixture
-def redis_settings() -> Iterator[dict[str, str]]:
-    """REDIS_URL plus a key prefix of this test's own (deleted afterwards)."""
+def _pg_drop(url: str) -> None:
+    _pg_run(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def _redis_prefix() -> dict[str, str]:
+    """REDIS_URL plus a key prefix of its own."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -204,9 +237,32 @@ def redis_settings() -> Iterator[dict[str, str]]:
         client.ping()
     except (OSError, redis.RedisError) as exc:
         _needs("Redis", exc)
-    prefix = f"agbb{uuid.uuid4().hex[:10]}"
-    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
+    finally:
+        client.close()
+    return {"redis_url": REDIS_URL, "redis_prefix": f"agbb{uuid.uuid4().hex[:10]}"}
+
+
+def _redis_drop(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
         client.delete(*keys)
     client.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    url = _pg_create()
+    yield url
+    _pg_drop(url)
+
+
+@pytest.fixture
+def redis_settings() -> Iterator[dict[str, str]]:
+    """REDIS_URL plus a key prefix of this test's own (deleted afterwards)."""
+    settings = _redis_prefix()
+    yield settings
+    _redis_drop(settings["redis_prefix"])

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from tests.conftest import Server
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 
 def test_register_login_me_logout(server: Server) -> None:
     c = server.client()

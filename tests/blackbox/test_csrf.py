@@ -17,6 +17,9 @@ from tests.blackbox.support import (
 from tests.conftest import Server
 from tests.helpers import AuthClient
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 
 def refused(r_status: int, body: dict[str, object]) -> bool:
     return r_status == 403 and body.get("error") == "csrf"

@@ -18,6 +18,9 @@ from tests.blackbox.support import (
 )
 from tests.conftest import Server
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 
 def test_sess_03_06_secure_cookie_attributes(server: Server) -> None:
     username, password, _ = register(server)

@@ -18,6 +18,9 @@ from tests.blackbox.support import (
 )
 from tests.conftest import Server
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 MIN = 60
 HOUR = 3600
 DAY = 24 * HOUR

@@ -21,6 +21,9 @@ from tests.blackbox.support import (
 from tests.conftest import Server
 from tests.helpers import AuthClient
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 FIELDS = {"id", "kind", "created_at", "last_seen_at", "expires_at", "ip", "user_agent",
           "current"}
 

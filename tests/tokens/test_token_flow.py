@@ -22,6 +22,9 @@ from tests.conftest import Server
 from tests.helpers import AuthClient, cookie_attrs
 from tests.tokens.forge import b64u, segments
 
+# The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
+ALL_BACKENDS = True
+
 MakeServer = Callable[..., Server]
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
