@@ -44,6 +44,7 @@ class SessionRecord:
         return min(self.expires_at, self.last_seen_at + self.idle_ttl)
 
     def alive_at(self, now: float) -> bool:
+        """Whether the session is still valid at ``now``."""
         return now < self.deadline()
 
 
@@ -88,7 +89,12 @@ class TokenPair:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling and how: the result of authenticating one request."""
+    """Who is calling and how: the result of authenticating one request, and what the
+    dependencies (``gate.session_user``, ``gate.token_user``, ``gate.user(...)``) return.
+
+    ``auth`` is ``"session"`` or ``"token"``; ``scopes`` what the credential grants;
+    ``claims`` the verified access-token claims (tokens only, custom claims included);
+    ``csrf_token`` the value unsafe cookie-authenticated requests must send."""
 
     user: User
     auth: Literal["session", "token"]
@@ -100,12 +106,15 @@ class Principal:
 
     @property
     def id(self) -> str:
+        """The user's id (the ``sub`` of their access tokens)."""
         return self.user.id
 
     @property
     def username(self) -> str:
+        """The user's name."""
         return self.user.username
 
     @property
     def roles(self) -> tuple[str, ...]:
+        """The user's roles (as stored now; a token's ``roles`` claim is in ``claims``)."""
         return self.user.roles

@@ -161,23 +161,28 @@ class Settings(BaseSettings):
 
     @property
     def public_origin(self) -> str:
+        """``scheme://host[:port]`` of ``PUBLIC_URL``."""
         parts = urlsplit(self.public_url)
         return f"{parts.scheme}://{parts.netloc}"
 
     @property
     def cookie_prefix(self) -> str:
+        """``__Host-`` with secure cookies, else nothing."""
         return "__Host-" if self.cookie_secure else ""
 
     @property
     def session_cookie(self) -> str:
+        """The session cookie's name."""
         return f"{self.cookie_prefix}authgate"
 
     @property
     def access_cookie(self) -> str:
+        """The access-token cookie's name (tokens in cookies)."""
         return f"{self.cookie_prefix}authgate-at"
 
     @property
     def refresh_cookie(self) -> str:
+        """The refresh-token cookie's name (``__Secure-``: its path is /auth/token)."""
         return f"{'__Secure-' if self.cookie_secure else ''}authgate-rt"
 
     def scopes_for(self, roles: list[str]) -> list[str]:
