@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -31,14 +32,17 @@ MISSING = object()
 
 
 class BoundedCache(Generic[K, V]):
-    """A dict that forgets its least recently inserted entries past ``capacity``."""
+    """A dict that forgets its least recently used entries past ``capacity``."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._data: OrderedDict[K, V] = OrderedDict()
 
     def get(self, key: K) -> V | None:
-        return self._data.get(key)
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)  # least recently *used* goes first
+        return value
 
     def __contains__(self, key: K) -> bool:
         return key in self._data
@@ -78,6 +82,7 @@ class HotState:
         self.revoked_families: dict[str, float] = {}
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0
+        self._expiries: list[tuple[float, str, str]] = []
         self._last_id = 0
         self._fresh: dict[str, float] = {"db": 0.0}
         self._refreshers: dict[str, Callable[[], Awaitable[None]]] = {"db": self.poll}
@@ -92,9 +97,9 @@ class HotState:
         self.family_ttl = access_ttl + 60
         self._last_id = await self.records.last_revocation_id()
         for fid in await self.records.revoked_families_since(now - self.family_ttl):
-            self.revoked_families[fid] = now + self.family_ttl
+            self._remember(self.revoked_families, "family", fid, now + self.family_ttl)
         for jti, exp in await self.records.denied_jtis(now):
-            self.denied_jtis[jti] = exp
+            self._remember(self.denied_jtis, "jti", jti, exp)
         self.mark_fresh("db")
         self._task = asyncio.create_task(self._watch(), name="authgate-revocations")
 
@@ -179,18 +184,27 @@ class HotState:
         if kind == "session":
             self.sessions.pop(value)
         elif kind == "family":
-            self.revoked_families[value] = now + self.family_ttl
+            self._remember(self.revoked_families, "family", value, now + self.family_ttl)
         elif kind == "jti":
-            self.denied_jtis[value] = now + self.family_ttl
+            self._remember(self.denied_jtis, "jti", value, now + self.family_ttl)
         elif kind == "user":
             self.users.pop(value)
 
-    def _housekeep(self) -> None:
-        now = self.clock.now()
-        if len(self.revoked_families) > 1000 or len(self.denied_jtis) > 1000:
-            self.revoked_families = {k: v for k, v in self.revoked_families.items() if v > now}
-            self.denied_jtis = {k: v for k, v in self.denied_jtis.items() if v > now}
+    def _remember(self, table: dict[str, float], kind: str, key: str, until: float) -> None:
+        """Keep ``key`` in ``table`` until ``until`` (at least: a later expiry wins)."""
+        if table.get(key, 0.0) < until:
+            table[key] = until
+            heapq.heappush(self._expiries, (until, kind, key))
 
+    def _housekeep(self) -> None:
+        """Forget revoked families and denied ``jti`` whose tokens have all expired: pops
+        only what is due (a heap), so the cost does not grow with the number kept."""
+        now = self.clock.now()
+        while self._expiries and self._expiries[0][0] <= now:
+            until, kind, key = heapq.heappop(self._expiries)
+            table = self.revoked_families if kind == "family" else self.denied_jtis
+            if table.get(key, 0.0) <= until:
+                table.pop(key, None)
 
 def _monotonic() -> float:
     import time
