@@ -37,8 +37,15 @@ TOMBSTONE = b"-"
 class RedisBackend:
     def __init__(self, url: str, hot: HotState, clock: Clock, prefix: str = "authgate",
                  ping_interval: float = 0.25) -> None:
-        self.client: aioredis.Redis = aioredis.from_url(
-            url, socket_timeout=0.5, socket_connect_timeout=0.5, health_check_interval=0)
+        # A bounded pool that makes a burst wait for a connection instead of opening
+        # hundreds; a slow answer under load is not an outage (the ping loop decides that).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2)
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        # Liveness has its own connection, so a busy pool cannot pass for an outage.
+        self._pinger: aioredis.Redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=1, timeout=1, socket_timeout=1, socket_connect_timeout=1))
         self.hot = hot
         self.clock = clock
         self.prefix = prefix
@@ -63,6 +70,7 @@ class RedisBackend:
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
                 await task
         await self.client.aclose()
+        await self._pinger.aclose()
 
     # -- fan-out --------------------------------------------------------------------------
 
@@ -106,7 +114,7 @@ class RedisBackend:
     async def _check(self) -> None:
         """Ping Redis; mark the hot state fresh, or note the outage."""
         try:
-            await self.client.ping()
+            await self._pinger.ping()
         except (RedisError, OSError):
             self._went_down()
             return
@@ -128,12 +136,13 @@ class RedisBackend:
         return f"{self.prefix}:sess:{token_hash}"
 
     async def get_session(self, token_hash: str) -> SessionRecord | bool | None:
-        """The cached record, ``False`` for a tombstone (revoked), ``None`` when unknown."""
+        """The cached record, ``False`` for a tombstone (revoked), ``None`` when unknown or
+        when Redis did not answer (the database, which is authoritative, is asked then;
+        whether revocations still arrive is the ping loop's call)."""
         try:
             raw = await self.client.get(self._session_key(token_hash))
-        except (RedisError, OSError) as exc:
-            self._went_down()
-            raise BackendUnavailable("Redis is unavailable") from exc
+        except (RedisError, OSError):
+            return None
         if raw is None:
             return None
         if raw == TOMBSTONE:
@@ -145,10 +154,8 @@ class RedisBackend:
         if ttl <= 0:
             return
         data = orjson.dumps({f: getattr(rec, f) for f in SessionRecord.__slots__})
-        try:
+        with contextlib.suppress(RedisError, OSError):  # only a cache fill
             await self.client.set(self._session_key(rec.token_hash), data, ex=ttl, nx=True)
-        except (RedisError, OSError):
-            self._went_down()
 
     async def ping(self) -> bool:
         try:
