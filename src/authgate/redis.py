@@ -22,6 +22,8 @@ import math
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from authgate.clock import Clock
@@ -40,7 +42,8 @@ class RedisBackend:
         # A bounded pool that makes a burst wait for a connection instead of opening
         # hundreds; a slow answer under load is not an outage (the ping loop decides that).
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2)
+            url, max_connections=64, timeout=5, socket_timeout=5, socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 1))  # a pooled connection that died: once more, afresh
         self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         # Liveness has its own connection, so a busy pool cannot pass for an outage.
         self._pinger: aioredis.Redis = aioredis.Redis(
@@ -158,10 +161,14 @@ class RedisBackend:
             await self.client.set(self._session_key(rec.token_hash), data, ex=ttl, nx=True)
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self.client.ping())
-        except (RedisError, OSError):
-            return False
+        """For /healthz: is Redis answering now? (A pooled connection may have died with a
+        restarted server: one retry on a fresh one.)"""
+        for _ in range(2):
+            try:
+                return bool(await self._pinger.ping())
+            except (RedisError, OSError):
+                continue
+        return False
 
 
 class RedisThrottle:
