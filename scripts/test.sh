@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip >/dev/null
-.venv/bin/pip install -q -e '.[test]'
+.venv/bin/pip install -q -e '.[test,bench]'
 
 bash scripts/services.sh      # PostgreSQL and Redis (already running on most machines)
 bash scripts/install-browser.sh
@@ -19,3 +19,5 @@ echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
 .venv/bin/pytest "$@"
+echo "== benchmark smoke run (keeps bench/ from rotting; timings are not asserted)"
+.venv/bin/python bench/run.py --smoke

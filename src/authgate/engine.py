@@ -112,6 +112,8 @@ class Engine:
             settings.ip_failure_window)
         self._csrf_key = b""
         self._keys_loaded_at = 0.0
+        self.cookie_names = (settings.session_cookie, settings.access_cookie)
+        self._scopes: dict[tuple[str, ...], tuple[str, ...]] = {}
         # Other workers judge idleness from the stored last-seen, which lags by up to this
         # interval: never more than a tenth of the idle timeout.
         self._touch_interval = min(settings.session_touch_interval,
@@ -343,8 +345,7 @@ class Engine:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often
             rec.written_at = now
             await self.records.touch_session(rec.id, now)
-        return Principal(user=user, auth="session",
-                         scopes=tuple(self.settings.scopes_for(list(user.roles))),
+        return Principal(user=user, auth="session", scopes=self._role_scopes(user.roles),
                          session=rec, csrf_token=rec.csrf_token, via_cookie=True)
 
     async def _load_session(self, key: str, now: float,
@@ -600,6 +601,12 @@ class Engine:
             self.hot.apply(key)
         if self.redis is not None:
             await self.redis.publish(keys)
+
+    def _role_scopes(self, roles: tuple[str, ...]) -> tuple[str, ...]:
+        scopes = self._scopes.get(roles)
+        if scopes is None:
+            scopes = self._scopes[roles] = tuple(self.settings.scopes_for(list(roles)))
+        return scopes
 
     @staticmethod
     def require_scopes(principal: Principal, scopes: list[str]) -> None:

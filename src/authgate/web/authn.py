@@ -16,13 +16,13 @@ from starlette.requests import HTTPConnection
 from authgate.engine import Engine
 from authgate.errors import InvalidToken, NotAuthenticated
 from authgate.models import Principal
-from authgate.web.http import UNSAFE_METHODS, check_csrf, get_cookie
+from authgate.web.http import UNSAFE_METHODS, check_csrf, get_cookie, raw_header
 
 Accept = Literal["any", "session", "token"]
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
-    header = conn.headers.get("authorization")
+    header = raw_header(conn, b"authorization")
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -35,13 +35,12 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
                        *, csrf: bool = True) -> Principal:
     """The caller, or :class:`NotAuthenticated` / :class:`InvalidToken`; CSRF-checked when
     a cookie authenticates an unsafe method."""
-    settings = engine.settings
     principal: Principal | None = None
     if accept in ("any", "token"):
         token = bearer_token(conn)
         if token is not None:
             return await engine.token_principal(token)
-        at_cookie = get_cookie(conn, settings.access_cookie)  # type: ignore[arg-type]
+        at_cookie = get_cookie(conn, engine.cookie_names[1])
         if at_cookie:
             try:
                 principal = await engine.token_principal(at_cookie, via_cookie=True)
@@ -49,11 +48,11 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
                 if accept == "token":
                     raise
     if principal is None and accept in ("any", "session"):
-        value = get_cookie(conn, settings.session_cookie)  # type: ignore[arg-type]
+        value = get_cookie(conn, engine.cookie_names[0])
         if value:
             principal = await engine.session_principal(value)
     if principal is None:
         raise NotAuthenticated()
     if csrf and principal.via_cookie and conn.scope.get("method") in UNSAFE_METHODS:
-        check_csrf(conn, settings, principal.csrf_token)  # type: ignore[arg-type]
+        check_csrf(conn, engine.settings, principal.csrf_token)  # type: ignore[arg-type]
     return principal

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from authgate.errors import (
@@ -35,6 +35,21 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
+
+
+_NO_STORE_JSON = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache"),
+                  (b"content-type", b"application/json")]
+
+
+class PrivateJSON(Response):
+    """A 200 ``application/json`` + ``no-store`` response with its header list prebuilt:
+    the per-request path skips Starlette's header assembly."""
+
+    def __init__(self, content: Any) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = orjson.dumps(content)
+        self.raw_headers = [*_NO_STORE_JSON, (b"content-length", str(len(self.body)).encode())]
 
 
 def error_response(exc: AuthGateError, *, oauth: bool = False,
@@ -111,9 +126,26 @@ def check_fields(data: dict[str, Any], allowed: set[str],
         raise BadRequest(f"missing field: {missing[0]}")
 
 
-def get_cookie(request: Request, name: str) -> str | None:
+def raw_header(conn: HTTPConnection, name: bytes) -> str | None:
+    """One request header straight from the ASGI scope (``name`` lower-case), skipping
+    Starlette's ``Headers`` object on the per-request path; repeated ``Cookie`` headers
+    (HTTP/2) are joined."""
+    found: str | None = None
+    for key, value in conn.scope["headers"]:
+        if key == name:
+            text = value.decode("latin-1")
+            if found is None:
+                found = text
+            elif name == b"cookie":
+                found = f"{found}; {text}"
+            else:
+                break
+    return found
+
+
+def get_cookie(conn: HTTPConnection, name: str) -> str | None:
     """One cookie's value from the raw header; None when absent or unparseable."""
-    header = request.headers.get("cookie")
+    header = raw_header(conn, b"cookie")
     if not header or name not in header:
         return None
     return _cookie_value(header, name)

@@ -33,6 +33,7 @@ from authgate.web.http import (
     NO_STORE,
     UNSAFE_METHODS,
     JSONResponse,
+    PrivateJSON,
     check_csrf,
     check_fields,
     check_origin,
@@ -282,8 +283,7 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
     contract's error."""
 
     async def me(request: Request) -> Response:
-        principal = await authenticate(engine, request)
-        return JSONResponse(me_json(principal), headers=NO_STORE)
+        return PrivateJSON(me_json(await authenticate(engine, request)))
 
     async def verify(request: Request) -> Response:
         principal = await authenticate(engine, request, csrf=False)
