@@ -33,7 +33,8 @@ VENV = REPO / ".venv"
 VENV_PY = VENV / "bin" / "python"
 AUTHGATE = VENV / "bin" / "authgate"
 WRK = "/usr/bin/wrk"
-PEERS_SRC = Path(os.environ.get("AUTHGATE_BENCH_PEERS", "/work/shared/peers"))
+# The peers live in the shared folder beside the repository (read-only).
+PEERS_SRC = Path(os.environ.get("AUTHGATE_BENCH_PEERS", str(REPO.parent / "shared" / "peers")))
 CACHE = Path(os.environ.get("AUTHGATE_BENCH_CACHE", "/tmp/authgate-bench-peers"))
 
 # Not on the common-password list (the peers' "correct horse battery staple" is).
