@@ -160,16 +160,6 @@ class RedisBackend:
         with contextlib.suppress(RedisError, OSError):  # only a cache fill
             await self.client.set(self._session_key(rec.token_hash), data, ex=ttl, nx=True)
 
-    async def ping(self) -> bool:
-        """For /healthz: is Redis answering now? (A pooled connection may have died with a
-        restarted server: one retry on a fresh one.)"""
-        for _ in range(2):
-            try:
-                return bool(await self._pinger.ping())
-            except (RedisError, OSError):
-                continue
-        return False
-
 
 class RedisThrottle:
     """The throttle of :mod:`authgate.throttle` with its counters in Redis."""

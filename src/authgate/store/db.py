@@ -111,14 +111,6 @@ class Database:
                 applied += 1
         return applied
 
-    async def ping(self) -> bool:
-        try:
-            async with self.read() as conn:
-                await conn.execute(sa.text("SELECT 1"))
-            return True
-        except BackendUnavailable:
-            return False
-
     async def close(self) -> None:
         await self.engine.dispose()
 

@@ -14,11 +14,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.engine import Engine
 from authgate.errors import AuthGateError, PayloadTooLarge
 from authgate.gate import AuthGate
 from authgate.settings import Settings
 from authgate.web.fastpath import FastPath
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
+from authgate.web.router import Handler, hot_handlers
 
 log = logging.getLogger("authgate")
 
@@ -125,14 +127,8 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     counter = AuditCounter()
     logging.getLogger("authgate.audit").addHandler(counter)
 
-    @app.get("/healthz", tags=["ops"], summary="Database (and Redis) reachable")
-    async def healthz() -> Response:
-        checks = await engine.health()
-        if not engine.hot.healthy:
-            checks["revocation"] = "stale"
-        ok = all(v == "ok" for v in checks.values())
-        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
-                            status_code=200 if ok else 503, headers=NO_STORE)
+    app.add_api_route("/healthz", health_handler(engine), methods=["GET"], tags=["ops"],
+                      summary="Database (and Redis) reachable")
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics() -> Response:
@@ -184,13 +180,24 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     return app
 
 
+def health_handler(engine: Engine) -> Handler:
+    async def healthz(request: Request) -> Response:
+        checks = await engine.health()
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks},
+                            status_code=200 if ok else 503, headers=NO_STORE)
+
+    return healthz
+
+
 def create_server_app(settings: Settings | None = None) -> ASGIApp:
     """:func:`create_app` behind the fast path and the hardening layer, outside FastAPI's
     own middleware stack (which costs more than the authentication itself)."""
     gate = AuthGate(settings)
     app = create_app(gate=gate)
-    return Hardening(FastPath(app, gate.engine), hsts=gate.settings.public_url.startswith(
-        "https://"))
+    fast = {**hot_handlers(gate.engine), "/healthz": health_handler(gate.engine)}
+    return Hardening(FastPath(app, fast),
+                     hsts=gate.settings.public_url.startswith("https://"))
 
 
 def _version() -> str:

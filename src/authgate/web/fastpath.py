@@ -1,6 +1,6 @@
-"""The server's fast path: ``GET /auth/me``, ``GET /auth/verify`` and the JWKS are answered
-here, before FastAPI's router (whose route matching is most of a request's cost), by the
-very handlers the router uses. Everything else passes through unchanged."""
+"""The server's fast path: ``GET /auth/me``, ``GET /auth/verify``, the JWKS and ``/healthz``
+are answered here, before FastAPI's router (whose route matching is most of a request's
+cost), by the very handlers the app's routes use. Everything else passes through."""
 
 from __future__ import annotations
 
@@ -9,19 +9,18 @@ import logging
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from authgate.engine import Engine
 from authgate.errors import AuthGateError
 from authgate.web.authn import bearer_token
 from authgate.web.http import NO_STORE, JSONResponse, error_response
-from authgate.web.router import hot_handlers
+from authgate.web.router import Handler
 
 log = logging.getLogger("authgate")
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, engine: Engine) -> None:
+    def __init__(self, app: ASGIApp, handlers: dict[str, Handler]) -> None:
         self.app = app
-        self.handlers = hot_handlers(engine)
+        self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
