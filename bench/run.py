@@ -14,7 +14,7 @@ Starlette floor (each in its own venv, ``uvicorn --loop uvloop --http httptools 
 --no-access-log``). Peers are copied from /work/shared/peers and installed once into
 /tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that.
 
-Endpoints: ``bare`` (peers ``/public``; authgate ``/healthz``, which pings the database),
+Endpoints: ``bare`` (peers ``/public``; authgate ``/healthz``, a computed JSON answer),
 ``unauth`` (authgate ``/.well-known/jwks.json``: its unauthenticated route with no database
 hit), ``session`` (peers ``/home``; authgate ``GET /auth/me`` with the cookie), ``bearer``
 (peers ``/dashboard-eddsa``; authgate ``GET /auth/me`` with an EdDSA bearer token) and
@@ -50,7 +50,7 @@ from benchlib import BenchError, Server, WrkResult
 
 ENDPOINTS = ["bare", "unauth", "session", "bearer", "login"]
 ENDPOINT_LABEL = {
-    "bare": "bare: peers `GET /public`, authgate `GET /healthz` (DB ping)",
+    "bare": "bare: peers `GET /public`, authgate `GET /healthz` (computed JSON, no I/O)",
     "unauth": "unauthenticated, no DB: authgate `GET /.well-known/jwks.json`",
     "session": "session: peers `GET /home`, authgate `GET /auth/me` + cookie",
     "bearer": "bearer EdDSA: peers `GET /dashboard-eddsa`, authgate `GET /auth/me` + Bearer",
@@ -514,11 +514,12 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
             out.append((f"{endpoint} `GET /auth/me` ≥ {need}× {peer} `{peer_path}`",
                         f"{got:.2f}× ({ours:,.0f} vs {theirs:,.0f})",
                         "PASS" if got >= need else "FAIL"))
-        floor = med(run, "authgate", "unauth")
-        got = ours / floor if floor else float("nan")
-        out.append((f"{endpoint} ≥ 0.8× authgate's own unauthenticated route (JWKS)",
-                    f"{got:.2f}× ({ours:,.0f} vs {floor:,.0f})",
-                    "PASS" if got >= 0.8 else "FAIL"))
+        for key, label in (("bare", "/healthz"), ("unauth", "JWKS")):
+            floor = med(run, "authgate", key)
+            got = ours / floor if floor else float("nan")
+            out.append((f"{endpoint} ≥ 0.8× authgate's own unauthenticated route ({label})",
+                        f"{got:.2f}× ({ours:,.0f} vs {floor:,.0f})",
+                        "PASS" if got >= 0.8 else "FAIL"))
         p99 = med(run, "authgate", endpoint, "p99_ms")
         out.append((f"{endpoint} p99 ≤ 20 ms at 32 connections", f"{p99:.1f} ms",
                     "PASS" if p99 <= 20 else "FAIL"))
@@ -565,10 +566,12 @@ def report(run: Run, stacks: list[Stack], info: dict[str, str], versions: dict[s
     lines += ["", "authgate against itself: session ÷ unauth (JWKS) "
               f"{ratio(med(run, 'authgate', 'session'), ours)}, bearer ÷ unauth "
               f"{ratio(med(run, 'authgate', 'bearer'), ours)}, session ÷ /healthz "
-              f"{ratio(med(run, 'authgate', 'session'), med(run, 'authgate', 'bare'))}. "
-              "`/healthz` pings the database on every call, so it is not "
-              "authgate's floor; `/.well-known/jwks.json` (served from memory) is the only "
-              "unauthenticated route without a database hit.", ""]
+              f"{ratio(med(run, 'authgate', 'session'), med(run, 'authgate', 'bare'))}, "
+              "bearer ÷ /healthz "
+              f"{ratio(med(run, 'authgate', 'bearer'), med(run, 'authgate', 'bare'))}. "
+              "Both are unauthenticated and do no I/O: `/healthz` computes a small JSON "
+              "answer like `/auth/me` does, `/.well-known/jwks.json` sends bytes prepared "
+              "at start-up.", ""]
     if run.storm:
         me = bl.median(s["me"]["rps"] for s in run.storm)
         lines += ["## Login storm (authgate)", "",
