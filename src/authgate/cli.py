@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from authgate.errors import AuthGateError, BackendUnavailable, ConfigError
+from authgate.errors import AuthGateError, ConfigError
 from authgate.settings import Settings, load_settings
 
 T = TypeVar("T")
@@ -280,5 +280,3 @@ def _when(ts: float | None) -> str:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
-
-__all__ = ["BackendUnavailable", "main"]

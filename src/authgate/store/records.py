@@ -175,7 +175,7 @@ class Records:
             rows = (await conn.execute(sa.select(t.sessions).where(
                 t.sessions.c.user_id == user_id, t.sessions.c.expires_at > now).order_by(
                 t.sessions.c.created_at))).mappings().all()
-        return [_session(r) for r in rows if _session(r).alive_at(now)]
+        return [rec for rec in map(_session, rows) if rec.alive_at(now)]
 
     async def delete_sessions(self, where: Any, now: float) -> list[str]:
         """Delete the sessions matching ``where``; log and return their revocation keys."""

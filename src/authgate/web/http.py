@@ -23,6 +23,7 @@ from authgate.errors import (
     Throttled,
     UnsupportedMediaType,
 )
+from authgate.models import SessionRecord
 from authgate.settings import Settings
 
 MAX_BODY = 64 * 1024
@@ -175,6 +176,13 @@ def set_cookie(response: Response, name: str, value: str, *, secure: bool,
     response.raw_headers.append((b"set-cookie", "; ".join(parts).encode("latin-1")))
 
 
+def set_session_cookie(response: Response, settings: Settings, value: str,
+                       rec: SessionRecord) -> None:
+    """The session cookie: a browser-session cookie, or persistent for remember-me."""
+    set_cookie(response, settings.session_cookie, value, secure=settings.cookie_secure,
+               max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
+
+
 def clear_cookie(response: Response, name: str, *, secure: bool, path: str = "/",
                  samesite: str = "lax") -> None:
     set_cookie(response, name, "", secure=secure, max_age=0, path=path, samesite=samesite)
@@ -238,9 +246,12 @@ def check_origin(request: Request, settings: Settings) -> None:
         raise CsrfError()
 
 
-def check_csrf(request: Request, settings: Settings, expected: str | None) -> None:
-    """The contract's CSRF rule for unsafe methods authenticated by a cookie."""
+def check_csrf(request: Request, settings: Settings, expected: str | None,
+               sent: str | None = None) -> None:
+    """The contract's CSRF rule for unsafe methods authenticated by a cookie: a same-site
+    request carrying ``expected`` in ``X-CSRF-Token`` (or, for an HTML form, ``sent``)."""
     check_origin(request, settings)
-    sent = request.headers.get("x-csrf-token", "")
+    if sent is None:
+        sent = request.headers.get("x-csrf-token", "")
     if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfError()

@@ -9,7 +9,6 @@ carry the session's CSRF token in a hidden field.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import secrets
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,12 +23,13 @@ from authgate.errors import AuthGateError, CsrfError, NotAuthenticated, NotFound
 from authgate.models import Principal
 from authgate.web.authn import authenticate
 from authgate.web.http import (
-    check_origin,
+    check_csrf,
     clear_cookie,
     client_ip,
     get_cookie,
     read_body,
     set_cookie,
+    set_session_cookie,
 )
 from authgate.web.router import iso
 
@@ -92,12 +92,9 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return login_form(request)
         form = _form(await read_body(request))
         nonce = get_cookie(request, login_cookie) or ""
-        sent = form.get("form_token", "")
         try:
-            check_origin(request, s)
-            if not nonce or not hmac.compare_digest(
-                    sent.encode(), engine.mac("login-form", nonce).encode()):
-                raise CsrfError()
+            check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
+                       sent=form.get("form_token", ""))
         except CsrfError:
             return login_form(request, "This form expired or came from another site. "
                               "Please try again.", 403)
@@ -114,8 +111,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         await engine.end_session(get_cookie(request, s.session_cookie))
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
-        set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,
-                   max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
+        set_session_cookie(response, s, value, rec)
         clear_cookie(response, login_cookie, secure=s.cookie_secure)
         return response
 
@@ -146,12 +142,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         if principal is None:
             return to_login(request)
         form = _form(await read_body(request))
-        sent = form.get("csrf_token", "")
         try:
-            check_origin(request, s)
-            if not principal.csrf_token or not hmac.compare_digest(
-                    sent.encode(), principal.csrf_token.encode()):
-                raise CsrfError()
+            check_csrf(request, s, principal.csrf_token, sent=form.get("csrf_token", ""))
         except CsrfError:
             return render("message.html", 403, title="Request refused",
                           message="That request came from another site or an old page.")

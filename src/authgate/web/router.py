@@ -23,11 +23,9 @@ from authgate.errors import (
     InvalidCredentials,
     InvalidGrant,
     InvalidRequest,
-    NotAuthenticated,
-    Throttled,
     UnsupportedGrantType,
 )
-from authgate.models import Principal, SessionRecord, TokenPair, User
+from authgate.models import Principal, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.http import (
     NO_STORE,
@@ -43,6 +41,7 @@ from authgate.web.http import (
     get_cookie,
     read_params,
     set_cookie,
+    set_session_cookie,
 )
 
 OAUTH_PATHS = ("/auth/token", "/auth/revoke")
@@ -116,10 +115,6 @@ def build_router(engine: Engine) -> APIRouter:
             clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
                          path="/auth/token", samesite="strict")
 
-    def session_cookie(response: Response, value: str, rec: SessionRecord) -> None:
-        set_cookie(response, s.session_cookie, value, secure=s.cookie_secure,
-                   max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
-
     @router.post("/auth/register", status_code=201, openapi_extra=_body(CREDENTIALS),
                  summary="Create a user (when open registration is on)")
     async def register(request: Request) -> Response:
@@ -143,7 +138,7 @@ def build_router(engine: Engine) -> APIRouter:
         await engine.end_session(get_cookie(request, s.session_cookie))
         response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
                                 headers=NO_STORE)
-        session_cookie(response, value, rec)
+        set_session_cookie(response, s, value, rec)
         return response
 
     @router.post("/auth/logout", status_code=204, summary="End the current session")
@@ -199,7 +194,7 @@ def build_router(engine: Engine) -> APIRouter:
                                                data["new_password"], client_ip(request, s))
         response = Response(status_code=204, headers=NO_STORE)
         if rotated is not None:
-            session_cookie(response, *rotated)
+            set_session_cookie(response, s, *rotated)
         return response
 
     @router.post("/auth/token", openapi_extra=_body(TOKEN, form=True),
@@ -329,4 +324,4 @@ def _header_safe(value: str) -> str:
     return value if value.isascii() and value.isprintable() else quote(value, safe="")
 
 
-__all__ = ["AuthRoute", "NotAuthenticated", "Throttled", "build_router", "me_json"]
+__all__ = ["AuthRoute", "build_router", "hot_handlers", "me_json"]
