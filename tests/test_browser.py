@@ -422,3 +422,28 @@ def test_login_csrf_from_another_site_is_refused(page: Page, server: Server,
     blank = page.context.new_page()
     blank.set_content(html)
     submit_and_expect_refusal(blank, server, "null")
+
+
+# -- through the nginx example ---------------------------------------------------------------
+
+def test_browser_signs_in_through_nginx(new_context: Callable[..., BrowserContext],
+                                        make_server: Callable[..., Server],
+                                        tmp_path: Path) -> None:
+    """examples/nginx in Chromium, favicon and all: a protected page sends the browser to
+    /login, the browser fetches /favicon.ico (and a second /login view) meanwhile, and the
+    form on screen still signs in and lands back on the page."""
+    from tests.library.test_nginx import nginx_stack
+
+    with nginx_stack(make_server, tmp_path) as (front, auth):
+        name, password = auth.new_user("nginx-browser")
+        ctx = new_context()
+        page = ctx.new_page()
+        page.goto(f"{front}/page")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2Fpage|/login\?next=/page"))
+        # what a second tab or a prefetch does: another view of /login
+        other = ctx.new_page()
+        other.goto(f"{front}/login")
+        other.close()
+        fill_login(page, name, password)
+        expect(page).to_have_url(f"{front}/page")
+        assert name in page.content()

@@ -3,6 +3,7 @@ backend that only reads the X-Auth-* headers, configured from examples/nginx."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,8 +34,11 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-@pytest.fixture
-def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[str, Server]]:
+@contextlib.contextmanager
+def nginx_stack(make_server: Callable[..., Server], tmp_path: Path
+                ) -> Iterator[tuple[str, Server]]:
+    """examples/nginx as configured there: nginx in front of authgate and the backend.
+    Yields (nginx's origin, the authgate server)."""
     if not os.path.exists(NGINX):
         if os.environ.get("CI") == "true":
             pytest.fail("nginx is not installed (scripts/install-tools.sh)")
@@ -61,6 +65,12 @@ def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[
         backend.terminate()
         nginx.wait(10)
         backend.wait(10)
+
+
+@pytest.fixture
+def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[str, Server]]:
+    with nginx_stack(make_server, tmp_path) as found:
+        yield found
 
 
 def test_nginx_auth_request(stack: tuple[str, Server]) -> None:
@@ -94,3 +104,13 @@ def test_nginx_auth_request(stack: tuple[str, Server]) -> None:
 
     assert c.unsafe("POST", "/auth/logout").status_code == 204
     assert c.get("/api/data").status_code == 401
+
+
+def test_static_assets_and_subresources_skip_sign_in(stack: tuple[str, Server]) -> None:
+    front, _auth = stack
+    c = httpx.Client(base_url=front)
+    assert c.get("/favicon.ico").status_code == 200                 # never sent to /login
+    img = c.get("/private.png", headers={"Sec-Fetch-Dest": "image"})
+    assert img.status_code == 401                                    # a subresource: 401
+    nav = c.get("/page", headers={"Sec-Fetch-Dest": "document"})
+    assert nav.status_code == 303 and "/login?next=/page" in nav.headers["location"]

@@ -9,6 +9,7 @@ carry the session's CSRF token in a hidden field.
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -40,6 +41,12 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+
+# The pre-login nonce is "<issued at>.<random>": valid for an hour, and reused by every view
+# of /login in its first half hour (so a form is never older than its nonce allows).
+NONCE_TTL = 3600
+NONCE_REUSE = NONCE_TTL // 2
+_NONCE = re.compile(r"^[0-9]{1,12}\.[A-Za-z0-9_-]{32}$")
 
 _env = Environment(loader=PackageLoader("authgate", "templates"),
                    autoescape=select_autoescape(["html"]), enable_async=False)
@@ -78,20 +85,37 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         html = _env.get_template(name).render(**ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
+    def form_nonce(request: Request, reuse_for: float) -> str | None:
+        """The request's pre-login nonce when it is one of ours and younger than
+        ``reuse_for`` seconds; None otherwise."""
+        nonce = get_cookie(request, login_cookie)
+        if not nonce or not _NONCE.match(nonce):
+            return None
+        age = engine.clock.now() - int(nonce.split(".", 1)[0])
+        return nonce if -60 <= age < reuse_for else None
+
     def login_form(request: Request, error: str | None = None, status: int = 200,
                    username: str = "") -> Response:
-        nonce = secrets.token_urlsafe(24)
+        # Another view of /login (a second tab, a prefetch, a favicon sent through sign-in by
+        # a proxy) keeps the nonce the form already on screen was made for: replacing it
+        # would make that form fail as "expired".
+        nonce = form_nonce(request, NONCE_REUSE)
+        fresh = nonce is None
+        if nonce is None:
+            nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
                           form_token=engine.mac("login-form", nonce))
-        set_cookie(response, login_cookie, nonce, secure=s.cookie_secure, max_age=3600)
+        if fresh:
+            set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
+                       max_age=NONCE_TTL)
         return response
 
     async def login_page(request: Request) -> Response:
         if request.method == "GET":
             return login_form(request)
         form = _form(await read_body(request))
-        nonce = get_cookie(request, login_cookie) or ""
+        nonce = form_nonce(request, NONCE_TTL) or ""
         try:
             check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))
