@@ -447,3 +447,18 @@ def test_browser_signs_in_through_nginx(new_context: Callable[..., BrowserContex
         fill_login(page, name, password)
         expect(page).to_have_url(f"{front}/page")
         assert name in page.content()
+
+
+def test_browser_signs_in_on_a_port_given_only_by_serve_port(
+        page: Page, tmp_path: Path) -> None:
+    """``authgate serve --port N`` with no PUBLIC_URL: the form at that port signs in."""
+    from tests.blackbox.test_first_hour import serve_without_public_url
+
+    srv = serve_without_public_url(tmp_path)
+    try:
+        name, password = srv.new_user("port-only")
+        login(page, srv, name, password)
+        expect(page).to_have_url(f"{srv.url}/account")
+        expect(page.locator("body")).to_contain_text(name)
+    finally:
+        srv.stop()

@@ -81,8 +81,24 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
     import uvicorn
 
     settings = _settings(config)
-    _run(config, lambda engine: asyncio.sleep(0))  # preflight: database reachable, migrated
     sock = _bind(host, port)
+    listening = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
+    if "public_url" not in settings.model_fields_set:
+        # Where the server listens is where browsers go, unless told otherwise: the Origin
+        # check, the login form and the issuer all follow PUBLIC_URL.
+        os.environ["AUTHGATE_PUBLIC_URL"] = listening
+        settings = _settings(config)
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+            click.echo(f"authgate: warning: PUBLIC_URL is not set; using {listening}. Set "
+                       "AUTHGATE_PUBLIC_URL to the address browsers use.", err=True)
+    elif _plain_http_problem(settings):
+        sock.close()
+        fail(str(_plain_http_problem(settings)), 2)
+    elif not settings.trusted_proxies and not _same_place(settings.public_origin, listening):
+        click.echo(f"authgate: warning: PUBLIC_URL is {settings.public_origin} but the server "
+                   f"listens on {listening} and TRUSTED_PROXIES is empty: browsers that open "
+                   f"{listening} will fail the Origin check and the login form.", err=True)
+    _run(config, lambda engine: asyncio.sleep(0))  # preflight: database reachable, migrated
     if config:
         os.environ["AUTHGATE_CONFIG"] = os.path.abspath(config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s "
@@ -115,6 +131,42 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):  # noqa: S104 - naming the wildcard, not binding it
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _same_place(origin: str, listening: str) -> bool:
+    """Whether a browser at ``origin`` reaches the server listening at ``listening``: the
+    same port, and the same host (every loopback spelling counts as one)."""
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(origin), urlsplit(listening)
+    if a.scheme != "http" or a.port != b.port:
+        return False
+    return a.hostname == b.hostname or (a.hostname in LOOPBACK and b.hostname in LOOPBACK)
+
+
+def _plain_http_problem(settings: Settings) -> str | None:
+    """Secure cookies over plain HTTP on a real network: the browser drops every cookie and
+    the user sees "form expired". Loopback is a secure context, so it is fine there."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(settings.public_url)
+    if settings.cookie_secure and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return (f"PUBLIC_URL {settings.public_origin} is plain HTTP on a non-loopback host, "
+                "where browsers drop the Secure session cookie: put HTTPS in front (and set "
+                "AUTHGATE_PUBLIC_URL=https://...) or, for development only, set "
+                "AUTHGATE_COOKIE_SECURE=false")
+    return None
 
 
 def _redact(url: str) -> str:

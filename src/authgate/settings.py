@@ -227,7 +227,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         built = _FromFile(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
-    return Settings.model_construct(**built.model_dump())
+    # Keep which settings were given (environment, file or keyword) apart from defaults.
+    return Settings.model_construct(_fields_set=set(built.model_fields_set),
+                                    **built.model_dump())
 
 
 def describe_validation_error(exc: Any) -> str:

@@ -1,0 +1,77 @@
+"""What a new user hits in the first hour (issue 16): ``serve --port`` without PUBLIC_URL,
+a PUBLIC_URL that is not where the server listens, Secure cookies over plain HTTP."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import jwt
+
+from tests.blackbox.support import one_line_error, register
+from tests.conftest import AUTHGATE, Server, env_for, free_port
+
+
+def serve_without_public_url(tmp_path: Path, **settings: object) -> Server:
+    srv = Server(tmp_path, dict(settings))
+    srv.settings.pop("public_url")
+    return srv.start()
+
+
+def test_serve_port_without_public_url_derives_it(tmp_path: Path) -> None:
+    srv = serve_without_public_url(tmp_path)
+    try:
+        username, password, _ = register(srv)
+        with srv.client() as c:
+            form = c.get("/login")
+            token = re.search(r'name="form_token" value="([^"]+)"', form.text)
+            assert token, form.text
+            done = c.post("/login", headers={"Origin": srv.url}, data={
+                "form_token": token.group(1), "username": username, "password": password})
+            assert done.status_code == 303, done.text
+            access = c.post("/auth/token", data={"grant_type": "password",
+                                                 "username": username,
+                                                 "password": password}).json()
+        claims = jwt.decode(access["access_token"], options={"verify_signature": False})
+        assert claims["iss"] == srv.url
+        assert "warning" not in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_public_url_elsewhere_without_proxy_warns_once(tmp_path: Path) -> None:
+    srv = Server(tmp_path, {"public_url": "http://127.0.0.1:1"}).start()
+    try:
+        warnings = [line for line in srv.log().splitlines() if "warning" in line]
+        assert len(warnings) == 1, srv.log()
+        assert "PUBLIC_URL is http://127.0.0.1:1" in warnings[0]
+        assert srv.url in warnings[0]
+    finally:
+        srv.stop()
+
+
+def test_public_url_behind_a_trusted_proxy_does_not_warn(tmp_path: Path) -> None:
+    srv = Server(tmp_path, {"public_url": "https://auth.example.test",
+                            "trusted_proxies": "127.0.0.1"}).start()
+    try:
+        assert "warning" not in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_secure_cookies_on_plain_http_refuse_to_start(tmp_path: Path) -> None:
+    port = free_port()
+    env = env_for({"database_url": f"sqlite:///{tmp_path / 'ag.db'}",
+                   "public_url": "http://auth.example.test:8000"})
+    done = subprocess.run([AUTHGATE, "serve", "--port", str(port)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    one_line_error(done.stderr)
+    assert "https" in done.stderr.lower() and "AUTHGATE_COOKIE_SECURE=false" in done.stderr
+
+
+def test_plain_http_development_with_cookie_secure_false_starts(tmp_path: Path) -> None:
+    srv = Server(tmp_path, {"public_url": "http://devbox.example.test:8000",
+                            "cookie_secure": False, "trusted_proxies": "127.0.0.1"}).start()
+    srv.stop()
