@@ -116,6 +116,23 @@ class AuthGate:
         return await authenticate(self.engine, request, via)  # type: ignore[arg-type]
 
     @staticmethod
+    def install_error_handlers(app: Any) -> None:
+        """Make the dependencies' refusals answer the contract's JSON error
+        (``{"error", "detail"}``, as the ``/auth/*`` API does) instead of FastAPI's
+        ``{"detail"}``: ``gate.install_error_handlers(app)`` once, after creating the app."""
+        from authgate.web.deps import AuthGateHTTPException
+        from authgate.web.http import error_response
+
+        async def handler(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, AuthGateHTTPException)
+            response = error_response(exc.error)
+            for name, value in (exc.headers or {}).items():
+                response.headers[name] = value
+            return response
+
+        app.add_exception_handler(AuthGateHTTPException, handler)
+
+    @staticmethod
     def error_response(exc: AuthGateError) -> Response:
         """The contract's JSON error for ``exc`` (for an app's exception handler)."""
         from authgate.web.http import error_response

@@ -75,3 +75,24 @@ def test_plain_http_development_with_cookie_secure_false_starts(tmp_path: Path) 
     srv = Server(tmp_path, {"public_url": "http://devbox.example.test:8000",
                             "cookie_secure": False, "trusted_proxies": "127.0.0.1"}).start()
     srv.stop()
+
+
+def test_server_openapi_declares_both_schemes_and_swagger_authorize_works(
+        server: Server) -> None:
+    with server.client() as c:
+        schema = c.get("/openapi.json").json()
+        schemes = schema["components"]["securitySchemes"]
+        assert schemes["bearer"]["flows"]["password"]["tokenUrl"] == "/auth/token"
+        assert schemes["session"] == {"type": "apiKey", "in": "cookie",
+                                      "name": "__Host-authgate"}
+        assert {"bearer": []} in schema["paths"]["/auth/me"]["get"]["security"]
+        assert "security" not in schema["paths"]["/auth/token"]["post"]
+        # What Swagger UI's Authorize sends, then what it sends with the token it got.
+        username, password, _ = register(server)
+        got = c.post("/auth/token", data={"grant_type": "password", "username": username,
+                                          "password": password, "scope": "",
+                                          "client_id": ""})
+        assert got.status_code == 200, got.text
+        me = c.get("/auth/me", headers={
+            "Authorization": f"Bearer {got.json()['access_token']}"})
+        assert me.status_code == 200 and me.json()["username"] == username

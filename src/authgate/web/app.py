@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     counter = AuditCounter()
     logging.getLogger("authgate.audit").addHandler(counter)
 
+    install_openapi_security(app, engine.settings)
     app.add_api_route("/healthz", health_handler(engine), methods=["GET"], tags=["ops"],
                       summary="Database (and Redis) reachable")
 
@@ -178,6 +179,40 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
                             status_code=500, headers=NO_STORE)
 
     return app
+
+
+# The routes that take a credential, and which: Swagger UI's *Authorize* then sends it.
+_EITHER = [{"bearer": []}, {"session": []}]
+PROTECTED = {("/auth/me", "get"): _EITHER, ("/auth/verify", "get"): _EITHER,
+             ("/auth/logout", "post"): _EITHER, ("/auth/sessions", "get"): _EITHER,
+             ("/auth/sessions", "delete"): _EITHER,
+             ("/auth/sessions/{entry_id}", "delete"): _EITHER,
+             ("/auth/password", "post"): _EITHER}
+
+
+def install_openapi_security(app: FastAPI, settings: Settings) -> None:
+    """Declare both ways in on the server's OpenAPI document (the API's own routes read
+    credentials themselves, so FastAPI does not see them): the session cookie and the
+    OAuth 2.0 password flow against ``POST /auth/token``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "oauth2", "flows": {"password": {
+                "tokenUrl": "/auth/token", "scopes": {}}}},
+            "session": {"type": "apiKey", "in": "cookie", "name": settings.session_cookie},
+        }
+        for (path, method), security in PROTECTED.items():
+            operation = schema.get("paths", {}).get(path, {}).get(method)
+            if operation is not None:
+                operation["security"] = security
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def health_handler(engine: Engine) -> Handler:

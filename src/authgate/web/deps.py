@@ -18,11 +18,30 @@ if TYPE_CHECKING:
     from authgate.gate import AuthGate, Dependency
 
 
-def _http_error(exc: AuthGateError) -> HTTPException:
+class AuthGateHTTPException(HTTPException):
+    """What the dependencies raise: FastAPI's own handler renders it as ``{"detail"}``;
+    with :meth:`AuthGate.install_error_handlers` the app answers the contract's
+    ``{"error", "detail"}`` instead."""
+
+    def __init__(self, error: AuthGateError, headers: dict[str, str]) -> None:
+        super().__init__(status_code=error.status, detail=error.detail, headers=headers or None)
+        self.error = error
+
+
+def session_challenge(cookie_name: str) -> str:
+    """The 401 challenge of a session-only route: sign in with the form and send the cookie
+    (the Cookie scheme of draft-broyer-http-cookie-auth), never an invitation to send a
+    bearer token the route would refuse."""
+    return f'Cookie realm="authgate", form-action="/login", cookie-name="{cookie_name}"'
+
+
+def _http_error(exc: AuthGateError, challenge: str | None = None) -> HTTPException:
     response = error_response(exc)
     headers = {k: v for k, v in response.headers.items()
                if k.lower() in ("www-authenticate", "retry-after")}
-    return HTTPException(status_code=exc.status, detail=exc.detail, headers=headers or None)
+    if challenge is not None and exc.status == 401:
+        headers = {"WWW-Authenticate": challenge}
+    return AuthGateHTTPException(exc, headers)
 
 
 def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
@@ -34,6 +53,7 @@ def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
                                   scheme_name="bearer", scopes={})
     cookie = APIKeyCookie(name=s.session_cookie, auto_error=False, scheme_name="session")
     engine = gate.engine
+    challenge = session_challenge(s.session_cookie) if accept == "session" else None
 
     async def check(request: Request) -> Principal:
         try:
@@ -43,7 +63,7 @@ def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
                 if missing:
                     raise InsufficientScope(f"requires scope: {' '.join(missing)}")
         except AuthGateError as exc:
-            raise _http_error(exc) from None
+            raise _http_error(exc, challenge) from None
         return principal
 
     if accept == "session":
