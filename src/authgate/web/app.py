@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
 
 
 # The routes that take a credential, and which: Swagger UI's *Authorize* then sends it.
-_EITHER = [{"bearer": []}, {"session": []}]
+_EITHER: list[dict[str, list[str]]] = [{"bearer": []}, {"session": []}]
 PROTECTED = {("/auth/me", "get"): _EITHER, ("/auth/verify", "get"): _EITHER,
              ("/auth/logout", "post"): _EITHER, ("/auth/sessions", "get"): _EITHER,
              ("/auth/sessions", "delete"): _EITHER,
