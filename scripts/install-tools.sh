@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the benchmark drive: nginx (the reverse-proxy example) and
-# wrk (the benchmark's smoke run). Idempotent.
+# Debian packages the tests and the benchmark drive: nginx (the reverse-proxy example),
+# wrk (the benchmark's smoke run), curl and jq (the README's transcripts). Idempotent.
 set -euo pipefail
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq -o DPkg::Lock::Timeout=120
