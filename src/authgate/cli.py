@@ -285,13 +285,20 @@ def keys() -> None:
 def keys_list(config: str | None) -> None:
     """List signing keys (public part only)."""
     async def job(engine: Any) -> Any:
-        return list(engine.keys.keys.values()), engine.clock.now()
+        now = engine.clock.now()
+        return list(engine.keys.keys.values()), engine.keys.signer(now).kid, now
 
-    found, now = _run(config, job)
+    found, signing, now = _run(config, job)
     for k in found:
-        state = ("retired" if k.retired_at is not None and k.retired_at <= now else
-                 "pending" if k.signs_from > now else "signing")
-        click.echo(f"{k.kid}\t{k.alg}\t{state}\tfrom {_when(k.signs_from)}"
+        # Exactly one key signs now (the one new tokens get); the others only verify.
+        if k.kid == signing:
+            state = "signing"
+        elif k.signs_from > now and (k.retired_at is None or k.retired_at > k.signs_from):
+            state = "pending"
+        else:
+            state = "verifying"
+        click.echo(f"{k.kid}\t{k.alg}\t{state}\tsigns from {_when(k.signs_from)}"
+                   + (f"\tuntil {_when(k.retired_at)}" if k.retired_at else "")
                    + (f"\tleaves JWKS {_when(k.drop_after)}" if k.drop_after else ""))
 
 

@@ -223,22 +223,37 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
             return (init_settings, env_settings, toml_source)
 
+    def in_file(name: str) -> bool:
+        """Whether the value of ``name`` came from the file (the environment and keyword
+        arguments win over it)."""
+        import os
+
+        return (name in file_values and name not in overrides
+                and f"AUTHGATE_{name}".upper() not in {k.upper() for k in os.environ})
+
     try:
         built = _FromFile(**overrides)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        file_name = str(config_file) if config_file is not None else None
+        raise ConfigError(describe_validation_error(exc, file_name, in_file)) from None
     # Keep which settings were given (environment, file or keyword) apart from defaults.
     return Settings.model_construct(_fields_set=set(built.model_fields_set),
                                     **built.model_dump())
 
 
-def describe_validation_error(exc: Any) -> str:
-    """One line naming the first bad setting as the user would spell it."""
+def describe_validation_error(exc: Any, config_file: str | None = None,
+                              in_file: Any = None) -> str:
+    """One line naming the first bad setting as the user would spell it: the TOML key and
+    file when the value came from the file, else the environment variable."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err.get("loc", ()))
     msg = str(err.get("msg", "invalid"))
+    from_file = bool(loc and config_file and in_file is not None and in_file(loc))
     if err.get("type") == "extra_forbidden":
-        return f"unknown setting {loc!r}"
+        return (f"unknown setting {loc!r} in {config_file}" if from_file
+                else f"unknown setting {loc!r}")
+    if from_file:
+        return f"bad setting {loc} in {config_file}: {msg}"
     if loc:
         return f"bad setting AUTHGATE_{loc.upper()}: {msg}"
     return f"bad settings: {msg}"

@@ -96,3 +96,36 @@ def test_server_openapi_declares_both_schemes_and_swagger_authorize_works(
         me = c.get("/auth/me", headers={
             "Authorization": f"Bearer {got.json()['access_token']}"})
         assert me.status_code == 200 and me.json()["username"] == username
+
+
+def _cli(tmp_path: Path, *args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    env = env_for({"database_url": f"sqlite:///{tmp_path / 'cli.db'}", **settings})
+    return subprocess.run([AUTHGATE, *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_keys_list_shows_exactly_one_signing_key_after_rotations(tmp_path: Path) -> None:
+    for args in ([], ["--publish-ahead", "0"], [], ["--publish-ahead", "0"]):
+        done = _cli(tmp_path, "keys", "rotate", *args)
+        assert done.returncode == 0, done.stderr
+        listed = _cli(tmp_path, "keys", "list")
+        assert listed.returncode == 0, listed.stderr
+        states = [line.split("\t")[2] for line in listed.stdout.splitlines()]
+        assert states.count("signing") == 1, listed.stdout
+        assert set(states) <= {"signing", "pending", "verifying"}, listed.stdout
+
+
+def test_bad_value_in_the_config_file_is_named_by_its_key_and_file(tmp_path: Path) -> None:
+    config = tmp_path / "authgate.toml"
+    config.write_text('session_idle_ttl = "soon"\n')
+    done = _cli(tmp_path, "users", "list", "--config", str(config))
+    assert done.returncode == 2
+    one_line_error(done.stderr)
+    assert f"session_idle_ttl in {config}" in done.stderr
+    assert "AUTHGATE_SESSION_IDLE_TTL" not in done.stderr
+    env_wins = _cli(tmp_path, "users", "list", "--config", str(config),
+                    session_idle_ttl="later")
+    assert "AUTHGATE_SESSION_IDLE_TTL" in env_wins.stderr and str(config) not in env_wins.stderr
+    config.write_text("sesion_idle_ttl = 60\n")
+    typo = _cli(tmp_path, "users", "list", "--config", str(config))
+    assert typo.returncode == 2 and "'sesion_idle_ttl' in" in typo.stderr
