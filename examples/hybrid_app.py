@@ -6,6 +6,14 @@ Run it (from the repository root):
 
 Browsers sign in at ``/login`` (authgate's page) and land on ``/``; API clients get a
 token from ``POST /auth/token`` and call ``/api/notes`` with ``Authorization: Bearer``.
+``GET /api/notes`` takes any signed-in token; ``POST /api/notes`` needs the ``notes:write``
+scope, which a role of the same name grants. Create such a user (same database):
+
+    AUTHGATE_DATABASE_URL=sqlite:///hybrid_app.db \
+        .venv/bin/authgate users create hana --role notes:write
+
+Another port: set ``AUTHGATE_PUBLIC_URL=http://127.0.0.1:PORT`` too (the login form and the
+Origin check follow it).
 """
 
 from __future__ import annotations

@@ -80,3 +80,17 @@ def test_hybrid_app(run_example: Callable[..., App]) -> None:
     assert c.post("/api/notes", json={"text": "x"},
                   headers={"Authorization": f"Bearer {other}"}).status_code == 403
     assert c.get("/login").status_code == 200                    # the pages are mounted
+
+
+def test_starlette_app(run_example: Callable[..., App]) -> None:
+    app = run_example("starlette_app")
+    name, pw = app.user("stella")
+    c = _client(app)
+    assert c.get("/whoami").status_code == 401                    # API: 401, not 403
+    page = c.get("/", follow_redirects=False)                      # page: to the login form
+    assert page.status_code in (303, 307) and "/login" in page.headers["location"]
+    assert c.get("/login").status_code == 200                      # gate.pages are mounted
+    assert c.login(name, pw).status_code == 200                    # gate.asgi_app: /auth/*
+    assert c.get("/whoami").json()["user"] == name
+    assert c.get("/").json() == {"hello": name}
+    assert c.get("/.well-known/jwks.json").json()["keys"]

@@ -200,7 +200,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                         headers={"Cache-Control": "public, max-age=3600"})
 
     return [
-        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/login", login_page, methods=["GET", "POST"], name="login"),
         Route("/account", account, methods=["GET"]),
         Route("/account/{action}", account_action, methods=["POST"]),
         Route("/static/authgate.css", stylesheet, methods=["GET"]),
