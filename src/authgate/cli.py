@@ -80,7 +80,11 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
 
     import uvicorn
 
+    from authgate.logs import configure as configure_logging
+
     settings = _settings(config)
+    configure_logging(settings.log_format)
+    log = logging.getLogger("authgate")
     sock = _bind(host, port)
     listening = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     if "public_url" not in settings.model_fields_set:
@@ -89,24 +93,23 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
         os.environ["AUTHGATE_PUBLIC_URL"] = listening
         settings = _settings(config)
         if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
-            click.echo(f"authgate: warning: PUBLIC_URL is not set; using {listening}. Set "
-                       "AUTHGATE_PUBLIC_URL to the address browsers use.", err=True)
+            log.warning("PUBLIC_URL is not set; using %s. Set AUTHGATE_PUBLIC_URL to the "
+                        "address browsers use.", listening)
     elif _plain_http_problem(settings):
         sock.close()
         fail(str(_plain_http_problem(settings)), 2)
     elif not settings.trusted_proxies and not _same_place(settings.public_origin, listening):
-        click.echo(f"authgate: warning: PUBLIC_URL is {settings.public_origin} but the server "
-                   f"listens on {listening} and TRUSTED_PROXIES is empty: browsers that open "
-                   f"{listening} will fail the Origin check and the login form.", err=True)
+        log.warning("PUBLIC_URL is %s but the server listens on %s and TRUSTED_PROXIES is "
+                    "empty: browsers that open %s will fail the Origin check and the login "
+                    "form.", settings.public_origin, listening, listening)
     _run(config, lambda engine: asyncio.sleep(0))  # preflight: database reachable, migrated
     if config:
         os.environ["AUTHGATE_CONFIG"] = os.path.abspath(config)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s "
-                        "%(message)s", stream=sys.stderr)
-    click.echo(f"authgate serving on http://{host}:{sock.getsockname()[1]} "
-               f"(database {_redact(settings.database_url)}, {workers} worker(s))", err=True)
+    log.info("authgate serving on %s (database %s, %d worker(s))", listening,
+             _redact(settings.database_url), workers)
     server_config = uvicorn.Config("authgate.web.app:app_factory", factory=True,
                                    workers=workers, access_log=False, log_level="warning",
+                                   log_config=None,  # authgate.logs formats every line
                                    proxy_headers=False, server_header=False,
                                    timeout_graceful_shutdown=5)
     server = uvicorn.Server(server_config)

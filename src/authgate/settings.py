@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     revocation_poll_interval: float = Field(default=0.25, gt=0, le=1.0)
     test_clock_file: Path | None = None
 
+    log_format: Literal["text", "json"] = "text"
+    access_log: bool = True
+    metrics_token: SecretStr | None = None
+
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:

@@ -35,7 +35,7 @@ def test_serve_port_without_public_url_derives_it(tmp_path: Path) -> None:
                                                  "password": password}).json()
         claims = jwt.decode(access["access_token"], options={"verify_signature": False})
         assert claims["iss"] == srv.url
-        assert "warning" not in srv.log()
+        assert "WARNING" not in srv.log()
     finally:
         srv.stop()
 
@@ -43,7 +43,7 @@ def test_serve_port_without_public_url_derives_it(tmp_path: Path) -> None:
 def test_public_url_elsewhere_without_proxy_warns_once(tmp_path: Path) -> None:
     srv = Server(tmp_path, {"public_url": "http://127.0.0.1:1"}).start()
     try:
-        warnings = [line for line in srv.log().splitlines() if "warning" in line]
+        warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
         assert len(warnings) == 1, srv.log()
         assert "PUBLIC_URL is http://127.0.0.1:1" in warnings[0]
         assert srv.url in warnings[0]
@@ -55,7 +55,7 @@ def test_public_url_behind_a_trusted_proxy_does_not_warn(tmp_path: Path) -> None
     srv = Server(tmp_path, {"public_url": "https://auth.example.test",
                             "trusted_proxies": "127.0.0.1"}).start()
     try:
-        assert "warning" not in srv.log()
+        assert "WARNING" not in srv.log()
     finally:
         srv.stop()
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,12 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from authgate.engine import Engine
 from authgate.errors import AuthGateError, PayloadTooLarge
 from authgate.gate import AuthGate
+from authgate.logs import new_request_id, request_id
 from authgate.settings import Settings
 from authgate.web.fastpath import FastPath
-from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
+from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, _trusted, error_response
 from authgate.web.router import Handler, hot_handlers
 
 log = logging.getLogger("authgate")
+access = logging.getLogger("authgate.access")
 
 
 MAX_HEADERS = 16 * 1024
@@ -30,10 +34,12 @@ MAX_HEADERS = 16 * 1024
 
 class Hardening:
     """Pure ASGI: refuses bodies over 64 KiB (413 before the app reads them) and request
-    headers over 16 KiB in all (431), and adds the security headers every response should
-    carry."""
+    headers over 16 KiB in all (431), adds the security headers every response should
+    carry, gives each request an id (``X-Request-ID``: a trusted proxy's, else a new one;
+    echoed in the response and on every log line of the request) and writes the access
+    log (``ACCESS_LOG``; the path without its query string, which may hold a token)."""
 
-    def __init__(self, app: ASGIApp, hsts: bool) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool, settings: Settings | None = None) -> None:
         self.app = app
         self.extra: list[tuple[bytes, bytes]] = [
             (b"x-content-type-options", b"nosniff"),
@@ -42,14 +48,21 @@ class Hardening:
         if hsts:
             self.extra.append((b"strict-transport-security",
                                b"max-age=31536000; includeSubDomains"))
+        self.proxies = tuple(settings.trusted_proxies) if settings is not None else ()
+        self.access_log = settings.access_log if settings is not None else False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        offered = None
         header_bytes = 0
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
+            if name == b"x-request-id" and self.proxies:
+                peer = scope["client"][0] if scope.get("client") else ""
+                if _trusted(peer, self.proxies):
+                    offered = value.decode("latin-1")
             if name == b"content-length":
                 if not value.isdigit():
                     await _send_error(send, 400, "invalid_request", "invalid Content-Length")
@@ -61,7 +74,17 @@ class Hardening:
             await _send_error(send, 431, "headers_too_large",
                               "the request headers are larger than 16 KiB")
             return
+        rid = new_request_id(offered)
+        token = request_id.set(rid)
+        try:
+            await self._handle(scope, receive, send, rid)
+        finally:
+            request_id.reset(token)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         received = 0
+        status = 0
+        started_at = time.perf_counter()
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -75,12 +98,14 @@ class Hardening:
         started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
                 headers += [(n, v) for n, v in self.extra if n not in present]
+                headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
             await send(message)
 
@@ -88,7 +113,14 @@ class Hardening:
             await self.app(scope, limited_receive, send_with_headers)
         except PayloadTooLarge:
             if not started:
+                status = 413
                 await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+        finally:
+            if self.access_log:
+                access.info("%s %s %s", scope["method"], scope["path"], status, extra={
+                    "method": scope["method"], "path": scope["path"], "status": status,
+                    "ms": round((time.perf_counter() - started_at) * 1000, 2),
+                    "client": scope["client"][0] if scope.get("client") else ""})
 
 
 async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
@@ -129,10 +161,22 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
 
     install_openapi_security(app, engine.settings)
     app.add_api_route("/healthz", health_handler(engine), methods=["GET"], tags=["ops"],
-                      summary="Database (and Redis) reachable")
+                      summary="Readiness (an alias of /readyz)")
+    app.add_api_route("/readyz", health_handler(engine), methods=["GET"], tags=["ops"],
+                      summary="Readiness: database, Redis and the revocation channel fresh")
+    app.add_api_route("/livez", live_handler, methods=["GET"], tags=["ops"],
+                      summary="Liveness: the process answers")
+    metrics_token = (settings_token.get_secret_value().encode()
+                     if (settings_token := engine.settings.metrics_token) else None)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        if metrics_token is not None:
+            sent = request.headers.get("authorization", "").encode("latin-1")
+            if not hmac.compare_digest(sent, b"Bearer " + metrics_token):
+                return JSONResponse({"error": "unauthorized", "detail": "Send the metrics "
+                                     "token as a bearer token."}, status_code=401,
+                                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"})
         lines = ["# TYPE authgate_events_total counter"]
         lines += [f'authgate_events_total{{event="{k}"}} {v}'
                   for k, v in sorted(counter.counts.items())]
@@ -215,6 +259,12 @@ def install_openapi_security(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+async def live_handler(request: Request) -> Response:
+    """Liveness: the process answers (no backend is asked, so an outage of one does not
+    make an orchestrator restart every instance)."""
+    return JSONResponse({"status": "ok"}, headers=NO_STORE)
+
+
 def health_handler(engine: Engine) -> Handler:
     async def healthz(request: Request) -> Response:
         checks = await engine.health()
@@ -230,9 +280,12 @@ def create_server_app(settings: Settings | None = None) -> ASGIApp:
     own middleware stack (which costs more than the authentication itself)."""
     gate = AuthGate(settings)
     app = create_app(gate=gate)
-    fast = {**hot_handlers(gate.engine), "/healthz": health_handler(gate.engine)}
+    health = health_handler(gate.engine)
+    fast = {**hot_handlers(gate.engine), "/healthz": health, "/readyz": health,
+            "/livez": live_handler}
     return Hardening(FastPath(app, fast),
-                     hsts=gate.settings.public_url.startswith("https://"))
+                     hsts=gate.settings.public_url.startswith("https://"),
+                     settings=gate.settings)
 
 
 def _version() -> str:
@@ -248,6 +301,9 @@ def app_factory() -> Any:
     """uvicorn ``--factory`` entry: settings from the environment and ``AUTHGATE_CONFIG``."""
     import os
 
+    from authgate.logs import configure
     from authgate.settings import load_settings
 
-    return create_server_app(load_settings(os.environ.get("AUTHGATE_CONFIG") or None))
+    settings = load_settings(os.environ.get("AUTHGATE_CONFIG") or None)
+    configure(settings.log_format)  # in every worker: they are processes of their own
+    return create_server_app(settings)
