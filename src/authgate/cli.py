@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -81,10 +82,13 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
     import uvicorn
 
     from authgate.logs import configure as configure_logging
+    from authgate.settings import unknown_environment
 
     settings = _settings(config)
     configure_logging(settings.log_format)
     log = logging.getLogger("authgate")
+    for warning in unknown_environment():
+        log.warning(warning)
     sock = _bind(host, port)
     listening = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     if "public_url" not in settings.model_fields_set:
@@ -342,3 +346,98 @@ def _when(ts: float | None) -> str:
         return "-"
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
+
+
+@main.group()
+def config() -> None:
+    """Check and show the effective configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def config_show(as_json: bool, config: str | None) -> None:
+    """Every setting's effective value (secrets redacted) and where it came from."""
+    from pydantic import SecretStr
+
+    from authgate.settings import source_of
+
+    settings = _settings(config)
+    rows = []
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            shown: Any = "********" if value.get_secret_value() else ""
+        elif isinstance(value, str) and "://" in value:
+            shown = _redact(value)
+        elif isinstance(value, Path):
+            shown = str(value)
+        else:
+            shown = value
+        rows.append({"name": f"AUTHGATE_{name.upper()}", "value": shown,
+                     "source": source_of(name, config)})
+    if as_json:
+        click.echo(json.dumps(rows, default=str))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}\t{row['value']}\t{row['source']}")
+
+
+@config.command("check")
+@config_option
+def config_check(config: str | None) -> None:
+    """Validate the settings and reach every backend they name; one line per problem."""
+    from authgate.settings import unknown_environment
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        fail(exc.detail, 2)
+        return
+    for warning in unknown_environment():
+        click.echo(f"authgate: warning: {warning}", err=True)
+    problems = asyncio.run(_reach_backends(settings))
+    plain_http = _plain_http_problem(settings)
+    if plain_http:
+        problems.append(plain_http)
+    for problem in problems:
+        click.echo(f"authgate: error: {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    click.echo("configuration ok: " + ", ".join(
+        ["database"] + (["redis"] if settings.redis_url else [])) + " reachable")
+
+
+async def _reach_backends(settings: Settings) -> list[str]:
+    """What cannot be reached, one sentence each (nothing is created or migrated)."""
+    import sqlalchemy as sa
+
+    from authgate.store.db import Database
+
+    problems: list[str] = []
+    try:
+        db = Database(settings.database_url)
+        try:
+            async with db.read() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        finally:
+            await db.close()
+    except Exception as exc:  # any driver error: report it, in one line
+        problems.append(f"database {_redact(settings.database_url)}: {_first_line(exc)}")
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2,
+                                   socket_timeout=2)
+        try:
+            await client.ping()
+        except Exception as exc:  # connection refused, auth, DNS: one line
+            problems.append(f"redis {_redact(settings.redis_url)}: {_first_line(exc)}")
+        finally:
+            await client.aclose()
+    return problems
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.__cause__ or exc) or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -199,23 +199,66 @@ class Settings(BaseSettings):
         return granted
 
 
+def read_config_file(config_file: str | Path | None) -> dict[str, Any]:
+    """The settings in a TOML file (top level or an ``[authgate]`` table), keys lowercased."""
+    if config_file is None:
+        return {}
+    path = Path(config_file)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    section = raw.get("authgate", raw)
+    return {str(k).lower(): v for k, v in section.items()}
+
+
+def _environment() -> dict[str, str]:
+    import os
+
+    return {k.upper(): v for k, v in os.environ.items()}
+
+
+def source_of(name: str, config_file: str | Path | None = None,
+              overrides: dict[str, Any] | None = None) -> str:
+    """Where the effective value of setting ``name`` comes from: ``argument``,
+    ``environment (AUTHGATE_NAME)``, ``file (PATH)`` or ``default``."""
+    if overrides and name in overrides:
+        return "argument"
+    if f"AUTHGATE_{name}".upper() in _environment():
+        return f"environment (AUTHGATE_{name.upper()})"
+    if name in read_config_file(config_file):
+        return f"file ({config_file})"
+    return "default"
+
+
+#: AUTHGATE_* variables that are not settings but are read by the CLI or the test harness.
+NOT_SETTINGS = {"AUTHGATE_CONFIG", "AUTHGATE_TEST_POSTGRES", "AUTHGATE_TEST_REDIS"}
+
+
+def unknown_environment() -> list[str]:
+    """One warning per ``AUTHGATE_*`` variable that names no setting (a typo changes
+    nothing and would otherwise say nothing), with the closest known name."""
+    import difflib
+
+    known = {f"AUTHGATE_{name.upper()}" for name in Settings.model_fields}
+    found = []
+    for var in sorted(_environment()):
+        if var.startswith("AUTHGATE_") and var not in known and var not in NOT_SETTINGS:
+            close = difflib.get_close_matches(var, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            found.append(f"unknown setting {var} is ignored{hint}")
+    return found
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from a TOML file (keys as in the environment, any case), the environment
     and ``overrides``; raises :class:`ConfigError` with one readable line on bad input."""
     from pydantic import ValidationError
 
-    file_values: dict[str, Any] = {}
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            with path.open("rb") as fh:
-                raw = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        section = raw.get("authgate", raw)
-        file_values = {str(k).lower(): v for k, v in section.items()}
+    file_values = read_config_file(config_file)
 
     class _FromFile(Settings):
         @classmethod
@@ -228,12 +271,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             return (init_settings, env_settings, toml_source)
 
     def in_file(name: str) -> bool:
-        """Whether the value of ``name`` came from the file (the environment and keyword
-        arguments win over it)."""
-        import os
-
-        return (name in file_values and name not in overrides
-                and f"AUTHGATE_{name}".upper() not in {k.upper() for k in os.environ})
+        return source_of(name, config_file, overrides).startswith("file")
 
     try:
         built = _FromFile(**overrides)

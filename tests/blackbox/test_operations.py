@@ -4,12 +4,15 @@ liveness and readiness probes, and a protected /metrics."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 from tests.blackbox.support import eventually, register
-from tests.conftest import Server
+from tests.conftest import AUTHGATE, ROOT, Server, env_for, free_port
 
 
 def json_lines(srv: Server) -> list[dict[str, object]]:
@@ -75,3 +78,63 @@ def test_metrics_token(make_server: Callable[..., Server]) -> None:
     ok = httpx.get(f"{srv.url}/metrics",
                    headers={"Authorization": "Bearer m3trics-t0ken-for-the-scraper"})
     assert ok.status_code == 200 and "authgate_cached_sessions" in ok.text
+
+
+def _cli(tmp_path: Path, *args: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    env = env_for({"database_url": f"sqlite:///{tmp_path / 'ops.db'}", **settings})
+    return subprocess.run([AUTHGATE, *args], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_config_check_reports_each_unreachable_backend(tmp_path: Path) -> None:
+    ok = _cli(tmp_path, "config", "check")
+    assert ok.returncode == 0 and "configuration ok" in ok.stdout, ok.stderr
+    bad = _cli(tmp_path, "config", "check",
+               database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+               redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert "Traceback" not in bad.stderr
+    assert len(lines) == 2, bad.stderr
+    assert lines[0].startswith("authgate: error: database postgresql://")
+    assert lines[1].startswith("authgate: error: redis redis://")
+    typo = _cli(tmp_path, "config", "check", session_idle_ttl="abc")
+    assert typo.returncode == 2 and "AUTHGATE_SESSION_IDLE_TTL" in typo.stderr
+
+
+def test_unknown_setting_names_are_warned_about_with_the_closest_one(tmp_path: Path) -> None:
+    done = _cli(tmp_path, "config", "check", sesion_idle_ttl="60")
+    assert done.returncode == 0
+    assert ("unknown setting AUTHGATE_SESION_IDLE_TTL is ignored (did you mean "
+            "AUTHGATE_SESSION_IDLE_TTL?)") in done.stderr
+
+
+def test_config_show_redacts_secrets_and_names_sources(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("session_idle_ttl = 600\n")
+    done = _cli(tmp_path, "config", "show", "--json", "--config", str(config),
+                metrics_token="super-secret-metrics-token",
+                redis_url="redis://:hunter2pass@127.0.0.1:6379/0")
+    assert done.returncode == 0, done.stderr
+    assert "super-secret-metrics-token" not in done.stdout and "hunter2pass" not in done.stdout
+    rows = {r["name"]: r for r in json.loads(done.stdout)}
+    assert rows["AUTHGATE_SESSION_IDLE_TTL"] == {"name": "AUTHGATE_SESSION_IDLE_TTL",
+                                                 "value": 600, "source": f"file ({config})"}
+    assert rows["AUTHGATE_METRICS_TOKEN"]["value"] == "********"
+    assert rows["AUTHGATE_METRICS_TOKEN"]["source"] == \
+        "environment (AUTHGATE_METRICS_TOKEN)"
+    assert rows["AUTHGATE_ACCESS_TOKEN_TTL"]["source"] == "default"
+
+
+def test_readme_settings_table_matches_the_settings_model() -> None:
+    """Every setting is in the README's table and the table names no other."""
+    from authgate.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Settings"):readme.index("## Embed it")]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    internal = {"TEST_CLOCK_FILE"}  # the test harness's clock, not for operators
+    names = {n.upper() for n in Settings.model_fields} - internal
+    assert names - documented == set(), "settings missing from the README's table"
+    algorithms = {"ES256", "RS256", "HS256"}
+    assert documented - names - algorithms == set(), "README names settings that do not exist"
