@@ -47,6 +47,7 @@ def _run(config: str | None, job: Callable[[Any], Awaitable[T]]) -> T:
             await engine.keys.load(engine.clock.now())
             return await job(engine)
         finally:
+            await engine.events.flush()  # what the command did goes into the audit trail
             await engine.db.close()
 
     try:
@@ -441,3 +442,66 @@ async def _reach_backends(settings: Settings) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc.__cause__ or exc) or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: security events."""
+
+
+@audit.command("list")
+@click.option("--user", "username", default=None, help="Only this user's events.")
+@click.option("--since", default=None,
+              help="Only events since this time (ISO 8601, e.g. 2026-12-01T00:00:00Z).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@config_option
+def audit_list(username: str | None, since: str | None, limit: int, as_json: bool,
+               config: str | None) -> None:
+    """Security events, oldest first."""
+    since_ts = _parse_time(since) if since else None
+
+    async def job(engine: Any) -> Any:
+        user_id = None
+        if username is not None:
+            user = await engine.user_by_name(username)
+            if user is None:
+                raise AuthGateError(f"no user named {username!r}")
+            user_id = user.id
+        return await engine.audit.list_events(user_id=user_id, since=since_ts, limit=limit)
+
+    for event in _run(config, job):
+        if as_json:
+            click.echo(json.dumps(event.to_json(), default=str))
+        else:
+            ids = " ".join(f"{k}={v}" for k, v in event.data.items())
+            click.echo(f"{_when(event.at)}\t{event.type}\t{event.user_id or '-'}\t"
+                       f"{event.actor}\t{event.ip or '-'}\t{ids}".rstrip())
+
+
+def _parse_time(value: str) -> float:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        fail(f"--since {value!r} is not an ISO 8601 time such as 2026-12-01T00:00:00Z", 2)
+        raise
+
+
+@main.group()
+def webhooks() -> None:
+    """Webhook deliveries."""
+
+
+@webhooks.command("pending")
+@config_option
+def webhooks_pending(config: str | None) -> None:
+    """Deliveries not yet accepted by the receiver."""
+    async def job(engine: Any) -> Any:
+        return await engine.audit.pending()
+
+    rows = _run(config, job)
+    for row in rows:
+        click.echo(f"{row['id']}\t{row['type']}\tcreated {_when(row['created_at'])}\t"
+                   f"attempts {row['attempts']}\tnext {_when(row['next_attempt_at'])}\t"
+                   f"{row['last_error'] or '-'}")
+    click.echo(f"{len(rows)} pending", err=True)

@@ -35,22 +35,24 @@ from authgate.errors import (
     Throttled,
     WrongPassword,
 )
+from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
 from authgate.settings import Settings, check_extra_claims
 from authgate.store import schema as t
+from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
 from authgate.store.records import Records, username_key
 from authgate.throttle import DbThrottle, ThrottleStore
 from authgate.tokens import AccessTokens
+from authgate.webhooks import WebhookSender
 
 if TYPE_CHECKING:
     from authgate.redis import RedisBackend
 
 log = logging.getLogger("authgate")
-audit = logging.getLogger("authgate.audit")
 
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
 MAX_USERNAME_LENGTH = 150
@@ -79,7 +81,8 @@ class Engine:
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
                  extra_claims: ExtraClaims | None = None,
-                 throttle: ThrottleStore | None = None) -> None:
+                 throttle: ThrottleStore | None = None,
+                 on_event: Hook | None = None) -> None:
         self.settings = settings
         if clock is None:
             clock = (OffsetFileClock(settings.test_clock_file) if settings.test_clock_file
@@ -88,6 +91,12 @@ class Engine:
         self.extra_claims = extra_claims
         self.db = Database(settings.database_url)
         self.records = Records(self.db)
+        self.audit = AuditRecords(self.db)
+        self.events = Events(self.audit, self.clock, webhooks=bool(settings.webhook_url),
+                             hooks=[on_event] if on_event else [])
+        self.webhooks = (WebhookSender(self.audit, settings.webhook_url,
+                                       settings.webhook_secret.get_secret_value(), self.clock)
+                         if settings.webhook_url and settings.webhook_secret else None)
         self.hasher = PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost,
                                      settings.argon2_parallelism)
         secret = settings.hs256_secret.get_secret_value().encode() if settings.hs256_secret \
@@ -141,6 +150,9 @@ class Engine:
             probe = await self._extra_claims(User(id="probe", username="probe"))
             check_extra_claims(set(probe))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="authgate-purge"))
+        self.events.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         self._started = True
 
     async def stop(self) -> None:
@@ -150,6 +162,9 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        await self.events.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.hot.stop()
         if self.redis is not None:
             await self.redis.stop()
@@ -187,13 +202,15 @@ class Engine:
         """Delete expired sessions, refresh tokens and denylist entries."""
         counts = await self.records.purge(self.clock.now())
         counts["throttle"] = await self.throttle.purge()
+        counts["audit_events"] = await self.audit.purge(
+            self.clock.now() - self.settings.audit_retention_days * 86400)
         self.hot.sessions.expire(lambda s: not s.alive_at(self.clock.now()))
         return counts
 
     # -- users ----------------------------------------------------------------------------
 
     async def create_user(self, username: str, password: str, roles: list[str] | None = None,
-                          *, check: bool = True) -> User:
+                          *, check: bool = True, actor: str = "operator") -> User:
         username = _clean_username(username)
         if check:
             check_policy(password, min_length=self.settings.password_min_length,
@@ -201,13 +218,13 @@ class Engine:
         user = User(id=_new_id(), username=username, roles=tuple(roles or ()),
                     created_at=self.clock.now())
         created = await self.records.create_user(user, await self.hasher.hash(password))
-        audit.info("user created", extra={"event": "user_created", "user_id": user.id})
+        self.events.emit("user.created", user_id=user.id, actor=actor)
         return created
 
     async def register(self, username: str, password: str) -> User:
         if not self.settings.open_registration:
             raise RegistrationClosed()
-        return await self.create_user(username, password)
+        return await self.create_user(username, password, actor="user")
 
     async def get_user(self, user_id: str) -> User | None:
         cached = self.hot.users.get(user_id)
@@ -230,9 +247,8 @@ class Engine:
         else:
             await self.records.update_user(user.id, disabled=False)
             await self._apply([f"user:{user.id}"])
-        audit.info("user %s", "disabled" if disabled else "enabled",
-                   extra={"event": "user_disabled" if disabled else "user_enabled",
-                          "user_id": user.id})
+        self.events.emit("user.disabled" if disabled else "user.enabled", user_id=user.id,
+                         actor="operator")
 
     async def set_password(self, user: User, password: str, *, keep_session: str | None = None,
                            keep_family: str | None = None) -> None:
@@ -249,7 +265,8 @@ class Engine:
             t.token_families.c.user_id == user.id,
             t.token_families.c.id != (keep_family or "")), now)
         await self._apply([*keys, f"user:{user.id}"])
-        audit.info("password changed", extra={"event": "password_changed", "user_id": user.id})
+        self.events.emit("password.changed", user_id=user.id,
+                         actor="user" if keep_session or keep_family else "operator")
 
     async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
         keys = await self.records.delete_sessions(t.sessions.c.user_id == user_id, now)
@@ -270,7 +287,8 @@ class Engine:
         account = username_key(username)[:MAX_USERNAME_LENGTH] if username else ""
         wait = await self.throttle.retry_after(account, ip)
         if wait:
-            audit.warning("login throttled", extra={"event": "login_throttled", "ip": ip})
+            self.events.emit("sign_in.throttled", ip=ip, level=logging.WARNING,
+                             account=_hash_for_log(account))
             raise Throttled(int(wait))
         if (len(password) > 4 * MAX_PASSWORD_LENGTH  # cheap bound before normalising
                 or len(normalize(password)) > MAX_PASSWORD_LENGTH
@@ -281,8 +299,8 @@ class Engine:
         ok = await self.hasher.verify(found[1] if found else None, password)
         if not ok or found is None or found[0].disabled:
             await self.throttle.failed(account, ip)
-            audit.info("login failed", extra={"event": "login_failed", "ip": ip,
-                                              "account": _hash_for_log(account)})
+            self.events.emit("sign_in.failed", ip=ip, account=_hash_for_log(account),
+                             user_id=found[0].id if found else None)
             raise InvalidCredentials()
         user, stored = found
         await self.throttle.succeeded(account)
@@ -299,7 +317,8 @@ class Engine:
         Any session ID the client sent before is ignored: a new one is always made."""
         user = await self.check_password(username, password, ip)
         value, rec = await self._new_session(user, remember, ip, user_agent)
-        audit.info("login", extra={"event": "login", "user_id": user.id, "ip": ip})
+        self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
+                         method="session", session_id=rec.id)
         return value, rec, user
 
     async def end_session(self, cookie_value: str | None) -> None:
@@ -386,7 +405,9 @@ class Engine:
             await self._apply(keys)
         elif principal.claims is not None:
             await self._revoke_access(principal.claims, family=True)
-        audit.info("logout", extra={"event": "logout", "user_id": principal.user.id})
+        self.events.emit("sign_out", user_id=principal.user.id,
+                         session_id=principal.session.id if principal.session else None,
+                         family_id=principal.claims.get("sid") if principal.claims else None)
 
     async def rotate_session(self, principal: Principal, ip: str = "",
                              user_agent: str = "") -> tuple[str, SessionRecord] | None:
@@ -446,11 +467,11 @@ class Engine:
         if not keys:
             raise NotFound("no such session")
         await self._apply(keys)
-        audit.info("sign-in revoked", extra={"event": "session_revoked", "user_id": uid})
+        self.events.emit("session.revoked", user_id=uid, entry_id=entry_id)
 
     async def logout_everywhere(self, user: User) -> None:
         await self._revoke_everything(user.id, self.clock.now())
-        audit.info("logged out everywhere", extra={"event": "logout_all", "user_id": user.id})
+        self.events.emit("sign_out.everywhere", user_id=user.id)
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -467,7 +488,8 @@ class Engine:
         evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
                                                    s.max_sessions_per_user, now)
         await self._apply(evicted)
-        audit.info("token login", extra={"event": "token_login", "user_id": user.id, "ip": ip})
+        self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
+                         method="token", family_id=fam.id)
         return await self._pair(user, fam, refresh, now)
 
     async def refresh_grant(self, refresh_token: Any, *, ip: str = "",
@@ -488,8 +510,8 @@ class Engine:
             self.settings.refresh_idle_ttl)
         if outcome == "reuse" and fam is not None:
             await self._apply([f"family:{fam.id}"])
-            audit.warning("refresh token reuse: family revoked",
-                          extra={"event": "refresh_reuse", "user_id": fam.user_id, "ip": ip})
+            self.events.emit("refresh.reuse_detected", user_id=fam.user_id, ip=ip,
+                             level=logging.WARNING, family_id=fam.id)
             raise InvalidGrant("the refresh token was already used")
         if outcome != "ok" or fam is None:
             raise InvalidGrant()
@@ -574,8 +596,7 @@ class Engine:
             if fam is not None:
                 await self._apply(await self.records.revoke_families(
                     t.token_families.c.id == fam.id, now))
-                audit.info("refresh token revoked", extra={"event": "token_revoked",
-                                                           "user_id": fam.user_id})
+                self.events.emit("family.revoked", user_id=fam.user_id, family_id=fam.id)
             return
         try:
             claims = self.tokens.verify(token, now)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from authgate.clock import Clock
 from authgate.engine import Engine, ExtraClaims
 from authgate.errors import AuthGateError
+from authgate.events import Hook
 from authgate.models import Principal
 from authgate.settings import Settings
 
@@ -38,12 +39,17 @@ class AuthGate:
     :param extra_claims: ``fn(user) -> dict`` (sync or async) of custom claims added to
         every access token; registered claim names are refused at start-up.
     :param clock: an injected clock (tests).
+    :param on_event: ``fn(event)`` (sync or async) called with every security event
+        (:class:`authgate.events.AuthEvent`) shortly after it happens; an exception in it
+        is logged and never breaks the request that caused the event.
     """
 
     def __init__(self, settings: Settings | None = None, *,
-                 extra_claims: ExtraClaims | None = None, clock: Clock | None = None) -> None:
+                 extra_claims: ExtraClaims | None = None, clock: Clock | None = None,
+                 on_event: Hook | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
-        self.engine = Engine(self.settings, clock=clock, extra_claims=extra_claims)
+        self.engine = Engine(self.settings, clock=clock, extra_claims=extra_claims,
+                             on_event=on_event)
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

@@ -94,6 +94,7 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # webhook posts: ours say enough
     for name in ("uvicorn", "uvicorn.error"):  # one format for everything on stderr
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
     metrics_token: SecretStr | None = None
+    audit_retention_days: int = Field(default=90, ge=1)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -156,6 +159,26 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "SIGNING_ALG=HS256 needs AUTHGATE_HS256_SECRET of at least 32 random bytes"
                 )
+        return self
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        if self.webhook_url:
+            from authgate.webhooks import secret_key
+
+            if self.webhook_secret is None:
+                raise ValueError("WEBHOOK_URL needs AUTHGATE_WEBHOOK_SECRET (whsec_<base64>)")
+            try:
+                secret_key(self.webhook_secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"AUTHGATE_WEBHOOK_SECRET {exc}") from None
         return self
 
     @property

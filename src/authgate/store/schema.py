@@ -117,6 +117,34 @@ throttle = sa.Table(
     sa.Column("locked_until", sa.Float, nullable=False),
 )
 
+# Security events (the audit trail), kept AUDIT_RETENTION_DAYS.
+audit_events = sa.Table(
+    "audit_events", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(32), nullable=True, index=True),
+    sa.Column("actor", sa.String(16), nullable=False, server_default="user"),
+    sa.Column("ip", sa.String(64), nullable=False, server_default=""),
+    sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+)
+
+# Webhook deliveries waiting to be sent (an outbox): written with their event, claimed by
+# one sender at a time (claimed_until), retried with backoff until delivered.
+webhook_outbox = sa.Table(
+    "webhook_outbox", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the webhook-id: msg_<random>
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False, index=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("last_error", sa.String(200), nullable=False, server_default=""),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -143,10 +171,15 @@ def _v3(conn: Connection) -> None:
                              "ON refresh_tokens (parent_hash)"))
 
 
+def _v4(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[audit_events, webhook_outbox])
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -1,0 +1,140 @@
+"""Security events: one catalogue, emitted once, delivered to every sink.
+
+``Events.emit`` is synchronous and cheap (it never waits on I/O, so the request that caused
+the event is not slowed): it writes the log line (logger ``authgate.audit``, with the
+event's fields) and queues the event. A background task then stores the queued events in
+the ``audit_events`` table, with a webhook delivery for each when ``WEBHOOK_URL`` is set
+(one transaction for both), and hands them to the embedder's ``on_event`` hooks. A failing
+hook is logged and never breaks a sign-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from authgate.clock import Clock
+
+audit = logging.getLogger("authgate.audit")
+log = logging.getLogger("authgate")
+
+#: Every event authgate emits, by name, with what it means.
+CATALOGUE: dict[str, str] = {
+    "sign_in.succeeded": "a password sign-in succeeded (session or token grant)",
+    "sign_in.failed": "a sign-in failed (unknown user, wrong password or disabled user)",
+    "sign_in.throttled": "a sign-in was refused by the throttle",
+    "sign_out": "a session or token family was ended by its holder (logout)",
+    "sign_out.everywhere": "every session and token family of a user was ended",
+    "session.revoked": "one entry of a user's sign-in list was revoked",
+    "family.revoked": "a refresh-token family was revoked (RFC 7009 revoke)",
+    "refresh.reuse_detected": "a used refresh token was presented again: its family died",
+    "password.changed": "a password was changed (by the user or an operator)",
+    "user.created": "a user was created (registration or operator)",
+    "user.disabled": "a user was disabled: every session and token ended",
+    "user.enabled": "a user was enabled again",
+    "user.roles_changed": "a user's roles were set",
+    "key.rotated": "a new signing key was added",
+}
+
+Hook = Callable[["AuthEvent"], "Awaitable[None] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One security event, as stored, listed, sent to webhooks and to ``on_event``.
+
+    ``type`` is a :data:`CATALOGUE` name; ``user_id`` the user it concerns (if any);
+    ``actor`` who caused it (``user``, ``operator`` or ``system``); ``data`` the ids
+    involved (session, family, ...). Nothing secret is ever in an event."""
+
+    type: str
+    at: float
+    user_id: str | None = None
+    actor: str = "user"
+    ip: str = ""
+    user_agent: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the audit list and of a webhook's ``data``."""
+        return {"type": self.type, "at": self.at, "user_id": self.user_id,
+                "actor": self.actor, "ip": self.ip, "user_agent": self.user_agent,
+                **({"data": self.data} if self.data else {})}
+
+
+class EventStore(Protocol):
+    """Where queued events go (``authgate.store.audit.AuditRecords``)."""
+
+    async def store_events(self, events: list[AuthEvent], webhooks: bool) -> None:
+        """Store ``events`` (and, with ``webhooks``, a delivery each) in one transaction."""
+        ...
+
+
+class Events:
+    """Emit, log, store and hand out security events."""
+
+    def __init__(self, store: EventStore | None, clock: Clock, *, webhooks: bool = False,
+                 hooks: list[Hook] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.webhooks = webhooks
+        self.hooks = list(hooks or [])
+        self._queue: list[AuthEvent] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def emit(self, type: str, *, user_id: str | None = None, actor: str = "user",
+             ip: str = "", user_agent: str = "", level: int = logging.INFO,
+             **data: Any) -> AuthEvent:
+        """Record one event: a log line now, storage and hooks shortly."""
+        event = AuthEvent(type=type, at=self.clock.now(), user_id=user_id, actor=actor,
+                          ip=ip, user_agent=user_agent[:512],
+                          data={k: v for k, v in data.items() if v is not None})
+        audit.log(level, CATALOGUE.get(type, type), extra={
+            "event": type, "user_id": user_id, "actor": actor, "ip": ip, **event.data})
+        self._queue.append(event)
+        self._wake.set()
+        return event
+
+    async def flush(self) -> None:
+        """Store what is queued and run the hooks (the CLI calls this before it exits)."""
+        events, self._queue = self._queue, []
+        if not events:
+            return
+        if self.store is not None:
+            try:
+                await self.store.store_events(events, self.webhooks)
+            except Exception as exc:  # never lose the loop; the log line has the event
+                log.error("storing %d audit event(s) failed: %s", len(events),
+                          type(exc).__name__)
+        for event in events:
+            for hook in self.hooks:
+                try:
+                    result = hook(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("on_event hook failed for %s", event.type)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="authgate-events")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0.05)  # batch the events of a burst into one transaction
+            await self.flush()

@@ -1,0 +1,120 @@
+"""Durable security events and their webhook outbox, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from authgate.events import AuthEvent
+from authgate.store import schema as t
+from authgate.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One webhook delivery claimed for sending."""
+
+    id: str
+    type: str
+    payload: str
+    created_at: float
+    attempts: int
+
+
+class AuditRecords:
+    """The ``audit_events`` table and the ``webhook_outbox``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def store_events(self, events: list[AuthEvent], webhooks: bool) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(t.audit_events.insert(), [
+                {"at": e.at, "type": e.type, "user_id": e.user_id, "actor": e.actor,
+                 "ip": e.ip[:64], "user_agent": e.user_agent[:512],
+                 "data": json.dumps(e.data, default=str)} for e in events])
+            if webhooks:
+                await conn.execute(t.webhook_outbox.insert(), [
+                    {"id": f"msg_{secrets.token_urlsafe(18)}", "type": e.type,
+                     "payload": json.dumps({"type": e.type, "timestamp": _iso(e.at),
+                                            "data": e.to_json()}, default=str),
+                     "created_at": e.at, "next_attempt_at": e.at} for e in events])
+
+    async def list_events(self, *, user_id: str | None = None, since: float | None = None,
+                          limit: int = 100) -> list[AuthEvent]:
+        """Events oldest first (the newest ``limit`` of them)."""
+        a = t.audit_events
+        query = sa.select(a)
+        if user_id is not None:
+            query = query.where(a.c.user_id == user_id)
+        if since is not None:
+            query = query.where(a.c.at >= since)
+        query = query.order_by(a.c.at.desc(), a.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [AuthEvent(type=r["type"], at=r["at"], user_id=r["user_id"], actor=r["actor"],
+                          ip=r["ip"], user_agent=r["user_agent"], data=json.loads(r["data"]))
+                for r in reversed(rows)]
+
+    async def purge(self, before: float) -> int:
+        async with self.db.write() as conn:
+            done = await conn.execute(t.audit_events.delete().where(t.audit_events.c.at < before))
+            await conn.execute(t.webhook_outbox.delete().where(
+                t.webhook_outbox.c.delivered_at < before))
+        return int(done.rowcount)
+
+    # -- the outbox ------------------------------------------------------------------------
+
+    async def claim(self, now: float, lease: float, limit: int = 20) -> list[Delivery]:
+        """Claim up to ``limit`` due deliveries for ``lease`` seconds: a delivery is claimed
+        by one sender at a time, however many instances run (SQLite: the write lock;
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
+        o = t.webhook_outbox
+        due = sa.select(o.c.id).where(
+            o.c.delivered_at.is_(None), o.c.next_attempt_at <= now,
+            sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
+        ).order_by(o.c.created_at).limit(limit)
+        if not self.db.is_sqlite:
+            due = due.with_for_update(skip_locked=True)
+        async with self.db.write() as conn:
+            ids = list((await conn.execute(due)).scalars())
+            if not ids:
+                return []
+            await conn.execute(o.update().where(o.c.id.in_(ids)).values(
+                claimed_until=now + lease))
+            rows = (await conn.execute(sa.select(o).where(o.c.id.in_(ids)).order_by(
+                o.c.created_at))).mappings().all()
+        return [Delivery(r["id"], r["type"], r["payload"], r["created_at"], r["attempts"])
+                for r in rows]
+
+    async def delivered(self, delivery_id: str, now: float) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(t.webhook_outbox.update().where(
+                t.webhook_outbox.c.id == delivery_id).values(
+                delivered_at=now, claimed_until=None, attempts=t.webhook_outbox.c.attempts + 1))
+
+    async def failed(self, delivery_id: str, next_at: float, error: str) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(t.webhook_outbox.update().where(
+                t.webhook_outbox.c.id == delivery_id).values(
+                next_attempt_at=next_at, claimed_until=None, last_error=error[:200],
+                attempts=t.webhook_outbox.c.attempts + 1))
+
+    async def pending(self) -> list[dict[str, Any]]:
+        o = t.webhook_outbox
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(
+                o.c.id, o.c.type, o.c.created_at, o.c.attempts, o.c.next_attempt_at,
+                o.c.last_error).where(o.c.delivered_at.is_(None)).order_by(o.c.created_at))
+            ).mappings().all()
+        return [dict(r) for r in rows]
+
+
+def _iso(ts: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
