@@ -185,9 +185,41 @@ def _redact(url: str) -> str:
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List the pending migrations; change nothing.")
+@click.option("--sql", "as_sql", is_flag=True,
+              help="Print the pending migrations' SQL for a DBA; change nothing.")
 @config_option
-def migrate(config: str | None) -> None:
-    """Apply pending database migrations."""
+def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
+    """Apply pending database migrations (or list / print them)."""
+    from authgate.store.db import Database
+
+    if dry_run or as_sql:
+        settings = _settings(config)
+
+        async def inspect() -> tuple[list[Any], Any]:
+            db = Database(settings.database_url)
+            try:
+                return await db.pending(), db.dialect
+            finally:
+                await db.close()
+
+        try:
+            pending, dialect = asyncio.run(inspect())
+        except AuthGateError as exc:
+            fail(exc.detail)
+            return
+        for step in pending:
+            if as_sql:
+                click.echo(f"-- migration {step.version}: {step.summary}")
+                for statement in step.sql(dialect):
+                    click.echo(statement)
+                click.echo(f"INSERT INTO schema_migrations (version, applied_at) "
+                           f"VALUES ({step.version}, 0);")
+            else:
+                click.echo(f"{step.version}\t{step.summary}")
+        click.echo(f"{len(pending)} pending migration(s)", err=True)
+        return
+
     async def job(engine: Any) -> int:
         return int(await engine.db.migrate())
 

@@ -102,14 +102,27 @@ class Database:
                 lambda c: schema.schema_migrations.create(c, checkfirst=True))
             done = set((await conn.execute(sa.select(schema.schema_migrations.c.version)))
                        .scalars())
-            for version, step in schema.MIGRATIONS:
-                if version in done:
+            for step in schema.MIGRATIONS:
+                if step.version in done:
                     continue
-                await conn.run_sync(step)
+                await conn.run_sync(step.run)
                 await conn.execute(schema.schema_migrations.insert().values(
-                    version=version, applied_at=time.time()))
+                    version=step.version, applied_at=time.time()))
                 applied += 1
         return applied
+
+    async def pending(self) -> list[schema.Migration]:
+        """The migrations this database has not had yet (nothing is changed)."""
+        async with self.read() as conn:
+            exists = await conn.run_sync(
+                lambda c: sa.inspect(c).has_table(schema.schema_migrations.name))
+            done = set((await conn.execute(sa.select(
+                schema.schema_migrations.c.version))).scalars()) if exists else set()
+        return [m for m in schema.MIGRATIONS if m.version not in done]
+
+    @property
+    def dialect(self) -> sa.engine.Dialect:
+        return self.engine.dialect
 
     async def close(self) -> None:
         await self.engine.dispose()

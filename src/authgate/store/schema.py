@@ -7,9 +7,11 @@ IDs and refresh tokens only as SHA-256, passwords only as Argon2id PHC strings.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 metadata = sa.MetaData()
 
@@ -152,34 +154,47 @@ schema_migrations = sa.Table(
 )
 
 
-def _v1(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[
-        users, sessions, token_families, refresh_tokens, signing_keys, denied_jtis,
-        revocations, server_secrets,
-    ])
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: tables to create and SQL to run (``needed`` decides whether the SQL
+    is due on this database). ``sql()`` is what ``authgate migrate --sql`` prints."""
+
+    version: int
+    summary: str
+    tables: tuple[sa.Table, ...] = ()
+    statements: tuple[str, ...] = ()
+    needed: Callable[[Connection], bool] | None = None
+
+    def run(self, conn: Connection) -> None:
+        if self.tables:
+            metadata.create_all(conn, tables=list(self.tables))
+        if self.statements and (self.needed is None or self.needed(conn)):
+            for statement in self.statements:
+                conn.execute(sa.text(statement))
+
+    def sql(self, dialect: Dialect) -> list[str]:
+        out = [str(CreateTable(table).compile(dialect=dialect)).strip() + ";"
+               for table in self.tables]
+        out += [str(CreateIndex(index).compile(dialect=dialect)).strip() + ";"
+                for table in self.tables for index in sorted(table.indexes, key=str)]
+        return out + [statement + ";" for statement in self.statements]
 
 
-def _v2(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[throttle])
-
-
-def _v3(conn: Connection) -> None:
-    columns = {c["name"] for c in sa.inspect(conn).get_columns("refresh_tokens")}
-    if "parent_hash" not in columns:  # databases made before v3
-        conn.execute(sa.text("ALTER TABLE refresh_tokens ADD COLUMN parent_hash VARCHAR(64)"))
-        conn.execute(sa.text("CREATE INDEX ix_refresh_tokens_parent_hash "
-                             "ON refresh_tokens (parent_hash)"))
-
-
-def _v4(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[audit_events, webhook_outbox])
+def _lacks_parent_hash(conn: Connection) -> bool:
+    return "parent_hash" not in {c["name"] for c in sa.inspect(conn).get_columns(
+        "refresh_tokens")}
 
 
 # Each migration runs once, in order, in its own transaction. Append; never edit.
-MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
-    (1, _v1),
-    (2, _v2),
-    (3, _v3),
-    (4, _v4),
+MIGRATIONS: list[Migration] = [
+    Migration(1, "users, sessions, token families, refresh tokens, keys, revocation log",
+              tables=(users, sessions, token_families, refresh_tokens, signing_keys,
+                      denied_jtis, revocations, server_secrets)),
+    Migration(2, "login throttle counters", tables=(throttle,)),
+    Migration(3, "refresh_tokens.parent_hash (grace-window siblings)", statements=(
+        "ALTER TABLE refresh_tokens ADD COLUMN parent_hash VARCHAR(64)",
+        "CREATE INDEX ix_refresh_tokens_parent_hash ON refresh_tokens (parent_hash)"),
+        needed=_lacks_parent_hash),  # databases made before v3; v1 now creates it
+    Migration(4, "audit events and the webhook outbox", tables=(audit_events, webhook_outbox)),
 ]
-LATEST = MIGRATIONS[-1][0]
+LATEST = MIGRATIONS[-1].version
