@@ -213,8 +213,8 @@ def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
                 click.echo(f"-- migration {step.version}: {step.summary}")
                 for statement in step.sql(dialect):
                     click.echo(statement)
-                click.echo(f"INSERT INTO schema_migrations (version, applied_at) "
-                           f"VALUES ({step.version}, 0);")
+                click.echo("INSERT INTO schema_migrations (version, applied_at) "  # noqa: S608
+                           f"VALUES ({int(step.version)}, 0);")
             else:
                 click.echo(f"{step.version}\t{step.summary}")
         click.echo(f"{len(pending)} pending migration(s)", err=True)
