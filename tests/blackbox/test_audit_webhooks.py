@@ -173,3 +173,25 @@ def test_bad_webhook_settings_are_refused(tmp_path: Path) -> None:
         load_settings(webhook_url="https://hooks.example.test/x")
     with pytest.raises(ConfigError, match="whsec_"):
         load_settings(webhook_url="https://hooks.example.test/x", webhook_secret="plain")
+
+
+def test_account_page_shows_the_users_own_recent_events(server: Server) -> None:
+    name, password = new_name("acct"), new_password()
+    other, other_pw = new_name("acct"), new_password()
+    with server.client() as c:
+        for user, pw in ((name, password), (other, other_pw)):
+            assert c.post("/auth/register", json={"username": user, "password": pw}
+                          ).status_code == 201
+        assert c.login(other, other_pw).status_code == 200
+        assert c.login(name, "certainly not the password").status_code == 401
+        assert c.login(name, password).status_code == 200
+
+        def page() -> str:
+            return c.get("/account").text
+
+        assert eventually(lambda: "Failed sign-in attempt" in page(), 5)
+        text = page()
+        rows = text[text.index("Recent security events"):]
+        assert rows.count('data-type="sign_in.succeeded"') == 1  # not the other user's
+        assert rows.index("Signed in") < rows.index("Failed sign-in attempt")  # newest first
+        assert 'data-type="user.created"' in rows

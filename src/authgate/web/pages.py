@@ -52,6 +52,18 @@ _env = Environment(loader=PackageLoader("authgate", "templates"),
                    autoescape=select_autoescape(["html"]), enable_async=False)
 
 
+# What the account page calls each event (the user's own recent ones, newest first).
+EVENT_WORDS = {
+    "sign_in.succeeded": "Signed in", "sign_in.failed": "Failed sign-in attempt",
+    "sign_in.throttled": "Sign-in attempts paused", "sign_out": "Signed out",
+    "sign_out.everywhere": "Signed out everywhere", "session.revoked": "Session revoked",
+    "family.revoked": "API token revoked", "password.changed": "Password changed",
+    "refresh.reuse_detected": "A stolen API token was stopped", "user.created": "Account created",
+    "user.disabled": "Account disabled", "user.enabled": "Account enabled",
+    "user.roles_changed": "Roles changed",
+}
+
+
 def safe_next(value: str | None) -> str:
     """A local path to go to after login; anything else (another host, a scheme, ``//``,
     backslashes, control characters) becomes ``/account``."""
@@ -154,7 +166,11 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         if principal is None:
             return to_login(request)
         entries = await engine.sign_ins(principal)
+        events = await engine.audit.list_events(user_id=principal.user.id, limit=20)
         return render("account.html", user=principal.user, principal=principal,
+                      events=[{"type": ev.type, "at": iso(ev.at), "ip": ev.ip,
+                               "what": EVENT_WORDS.get(ev.type, ev.type)}
+                              for ev in reversed(events)],
                       csrf=principal.csrf_token, notice=request.query_params.get("done"),
                       entries=[{"id": e.id, "kind": e.kind, "current": e.current,
                                 "ip": e.ip, "user_agent": e.user_agent,
