@@ -20,7 +20,7 @@ from authgate.gate import AuthGate
 from authgate.settings import Settings
 from authgate.web.fastpath import FastPath
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, error_response
-from authgate.web.router import Handler, hot_handlers
+from authgate.web.router import OAUTH_PATHS, Handler, hot_handlers
 
 log = logging.getLogger("authgate")
 
@@ -52,14 +52,16 @@ class Hardening:
             header_bytes += len(name) + len(value)
             if name == b"content-length":
                 if not value.isdigit():
-                    await _send_error(send, 400, "invalid_request", "invalid Content-Length")
+                    await _send_error(send, 400, "invalid_request", "invalid Content-Length",
+                                      scope)
                     return
                 if int(value) > MAX_BODY:
-                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
+                                      scope)
                     return
         if header_bytes > MAX_HEADERS:
             await _send_error(send, 431, "headers_too_large",
-                              "the request headers are larger than 16 KiB")
+                              "the request headers are larger than 16 KiB", scope)
             return
         received = 0
 
@@ -88,13 +90,20 @@ class Hardening:
             await self.app(scope, limited_receive, send_with_headers)
         except PayloadTooLarge:
             if not started:
-                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
+                                  scope)
 
 
-async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
+async def _send_error(send: Send, status: int, code: str, detail: str,
+                      scope: Scope | None = None) -> None:
     import orjson
 
-    body = orjson.dumps({"error": code, "detail": detail})
+    # The OAuth endpoints answer RFC 6749 §5.2's shape and codes, even from here: each of
+    # these is a malformed request (invalid_request); the HTTP status still says which.
+    if scope is not None and scope.get("path") in OAUTH_PATHS:
+        body = orjson.dumps({"error": "invalid_request", "error_description": detail})
+    else:
+        body = orjson.dumps({"error": code, "detail": detail})
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})

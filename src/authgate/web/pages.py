@@ -24,6 +24,7 @@ from authgate.models import Principal
 from authgate.web.authn import authenticate
 from authgate.web.http import (
     check_csrf,
+    check_origin,
     clear_cookie,
     client_ip,
     get_cookie,
@@ -92,6 +93,11 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return login_form(request)
         form = _form(await read_body(request))
         nonce = get_cookie(request, login_cookie) or ""
+        try:
+            check_origin(request, s)
+        except CsrfError:  # cross-site: refused, and no new form cookie for the other site
+            return render("message.html", 403, title="Request refused",
+                          message="That sign-in came from another site.")
         try:
             check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))
