@@ -80,12 +80,15 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
 
     def login_form(request: Request, error: str | None = None, status: int = 200,
-                   username: str = "") -> Response:
-        nonce = secrets.token_urlsafe(24)
+                   username: str = "", keep_nonce: str | None = None) -> Response:
+        """The form with a new nonce cookie; with ``keep_nonce`` (the nonce the request
+        carried, or "") no cookie is set and the form is bound to that nonce, if any."""
+        nonce = secrets.token_urlsafe(24) if keep_nonce is None else keep_nonce
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
-                          form_token=engine.mac("login-form", nonce))
-        set_cookie(response, login_cookie, nonce, secure=s.cookie_secure, max_age=3600)
+                          form_token=engine.mac("login-form", nonce) if nonce else "")
+        if keep_nonce is None:
+            set_cookie(response, login_cookie, nonce, secure=s.cookie_secure, max_age=3600)
         return response
 
     async def login_page(request: Request) -> Response:
@@ -95,9 +98,10 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         nonce = get_cookie(request, login_cookie) or ""
         try:
             check_origin(request, s)
-        except CsrfError:  # cross-site: refused, and no new form cookie for the other site
-            return render("message.html", 403, title="Request refused",
-                          message="That sign-in came from another site.")
+        except CsrfError:  # cross-site: refused, with no cookie at all (a new nonce cookie
+            # would replace the one of the victim's open sign-in tab)
+            return login_form(request, "That sign-in came from another site and was "
+                              "refused. Please sign in here.", 403, keep_nonce=nonce)
         try:
             check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))
