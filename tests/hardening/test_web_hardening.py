@@ -383,6 +383,16 @@ def _post_stream(server: Server, path: str, body: Iterator[bytes],
         return c.post(path, content=body, headers={"Content-Type": ctype})
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+@pytest.mark.parametrize("path", ["/auth/revoke", "/auth/token"])
+def test_h18_oauth_endpoints_wrong_method_in_oauth_form(server: Server, path: str,
+                                                        method: str) -> None:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        r = c.request(method, path)
+    oauth_error(r, 405, "invalid_request")
+    assert "POST" in r.headers["allow"]
+
+
 def test_h18_other_endpoints_keep_their_415(server: Server) -> None:
     r = post_raw(server, "/auth/login", b"username=a&password=b",
                  "application/x-www-form-urlencoded")

@@ -175,8 +175,10 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return JSONResponse({"error": codes.get(exc.status_code, "http_error"),
-                             "detail": str(exc.detail)}, status_code=exc.status_code,
+        body = {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)}
+        if request.url.path in OAUTH_PATHS:  # e.g. GET /auth/token: RFC 6749 §5.2's form
+            body = {"error": "invalid_request", "error_description": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code,
                             headers={**NO_STORE, **(exc.headers or {})})
 
     @app.exception_handler(Exception)
