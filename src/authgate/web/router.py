@@ -343,6 +343,8 @@ def _header_safe(value: str) -> str:
     ``%XX`` of their UTF-8 bytes. ``%`` is encoded so that no name can pass for another
     after decoding (``%61dmin`` is sent as ``%2561dmin``, never read as ``admin``), and
     ``+`` so that form-style decoding (``+`` as a space) gives the same name."""
+    if value.isascii() and value.isprintable() and "%" not in value and "+" not in value:
+        return value
     from urllib.parse import quote
 
     return quote(value, safe=_HEADER_SAFE)
