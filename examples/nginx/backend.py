@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -16,7 +17,8 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps({
             "path": self.path,
             "user_id": self.headers.get("X-Auth-User-Id"),
-            "username": self.headers.get("X-Auth-Username"),
+            # Percent-encoded UTF-8 (``%`` and ``+`` included): decodes to exactly one name.
+            "username": unquote(self.headers.get("X-Auth-Username") or "", errors="strict"),
             "roles": self.headers.get("X-Auth-Roles"),
         }).encode()
         self.send_response(200)

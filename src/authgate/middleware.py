@@ -40,7 +40,8 @@ class AuthenticatedUser(BaseUser):
 class AuthGateMiddleware:
     """``app.add_middleware(AuthGateMiddleware, gate=gate)``. Unauthenticated or refused
     credentials leave an anonymous user (routes decide with ``@requires``); a CSRF failure
-    on a cookie-authenticated unsafe request answers 403, a backend outage 503."""
+    on a cookie-authenticated unsafe request answers 403, as does a cookie-authenticated
+    websocket handshake from a foreign ``Origin``, and a backend outage 503."""
 
     def __init__(self, app: ASGIApp, gate: AuthGate) -> None:
         self.app = app
@@ -54,14 +55,25 @@ class AuthGateMiddleware:
         try:
             principal = await authenticate(self.gate.engine, conn)
         except BackendUnavailable as exc:
-            await error_response(exc)(scope, receive, send)
+            await _refuse(exc, scope, receive, send)
             return
         except AuthGateError as exc:
-            if exc.status == 403:
-                await error_response(exc)(scope, receive, send)
+            if exc.status == 403:  # CSRF; for a websocket, a foreign Origin
+                await _refuse(exc, scope, receive, send)
                 return
             scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
         else:
             scope["user"] = AuthenticatedUser(principal)
             scope["auth"] = AuthCredentials(["authenticated", *principal.scopes])
         await self.app(scope, receive, send)
+
+
+async def _refuse(exc: AuthGateError, scope: Scope, receive: Receive, send: Send) -> None:
+    """The contract's error; a websocket handshake is refused before the app sees it, with
+    that HTTP response where the server supports the ASGI denial extension, else by
+    closing it before ``accept`` (the server answers 403)."""
+    if (scope["type"] == "websocket"
+            and "websocket.http.response" not in (scope.get("extensions") or {})):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    await error_response(exc)(scope, receive, send)

@@ -23,7 +23,7 @@ from authgate.logs import new_request_id, request_id
 from authgate.settings import Settings
 from authgate.web.fastpath import FastPath
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, _trusted, error_response
-from authgate.web.router import Handler, hot_handlers
+from authgate.web.router import OAUTH_PATHS, Handler, hot_handlers
 
 log = logging.getLogger("authgate")
 access = logging.getLogger("authgate.access")
@@ -65,14 +65,16 @@ class Hardening:
                     offered = value.decode("latin-1")
             if name == b"content-length":
                 if not value.isdigit():
-                    await _send_error(send, 400, "invalid_request", "invalid Content-Length")
+                    await _send_error(send, 400, "invalid_request", "invalid Content-Length",
+                                      scope)
                     return
                 if int(value) > MAX_BODY:
-                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
+                                      scope)
                     return
         if header_bytes > MAX_HEADERS:
             await _send_error(send, 431, "headers_too_large",
-                              "the request headers are larger than 16 KiB")
+                              "the request headers are larger than 16 KiB", scope)
             return
         rid = new_request_id(offered)
         token = request_id.set(rid)
@@ -114,7 +116,8 @@ class Hardening:
         except PayloadTooLarge:
             if not started:
                 status = 413
-                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail)
+                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
+                                  scope)
         finally:
             if self.access_log:
                 access.info("%s %s %s", scope["method"], scope["path"], status, extra={
@@ -123,10 +126,16 @@ class Hardening:
                     "client": scope["client"][0] if scope.get("client") else ""})
 
 
-async def _send_error(send: Send, status: int, code: str, detail: str) -> None:
+async def _send_error(send: Send, status: int, code: str, detail: str,
+                      scope: Scope | None = None) -> None:
     import orjson
 
-    body = orjson.dumps({"error": code, "detail": detail})
+    # The OAuth endpoints answer RFC 6749 §5.2's shape and codes, even from here: each of
+    # these is a malformed request (invalid_request); the HTTP status still says which.
+    if scope is not None and scope.get("path") in OAUTH_PATHS:
+        body = orjson.dumps({"error": "invalid_request", "error_description": detail})
+    else:
+        body = orjson.dumps({"error": code, "detail": detail})
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
@@ -211,8 +220,10 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return JSONResponse({"error": codes.get(exc.status_code, "http_error"),
-                             "detail": str(exc.detail)}, status_code=exc.status_code,
+        body = {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)}
+        if request.url.path in OAUTH_PATHS:  # e.g. GET /auth/token: RFC 6749 §5.2's form
+            body = {"error": "invalid_request", "error_description": str(exc.detail)}
+        return JSONResponse(body, status_code=exc.status_code,
                             headers={**NO_STORE, **(exc.headers or {})})
 
     @app.exception_handler(Exception)

@@ -4,7 +4,8 @@
 it is* (session record, access token) is the engine's business. Precedence is the
 contract's: ``Authorization: Bearer``, then the access-token cookie, then the session
 cookie. A bearer header that fails is a failure (no fallback to a cookie). Unsafe methods
-authenticated by a cookie are CSRF-checked here.
+authenticated by a cookie are CSRF-checked here, and cookie-authenticated WebSocket
+handshakes Origin-checked.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.requests import HTTPConnection
 from authgate.engine import Engine
 from authgate.errors import InvalidToken, NotAuthenticated
 from authgate.models import Principal
-from authgate.web.http import UNSAFE_METHODS, check_csrf, get_cookie, raw_header
+from authgate.web.http import UNSAFE_METHODS, check_csrf, check_origin, get_cookie, raw_header
 
 Accept = Literal["any", "session", "token"]
 
@@ -55,4 +56,8 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
         raise NotAuthenticated()
     if csrf and principal.via_cookie and conn.scope.get("method") in UNSAFE_METHODS:
         check_csrf(conn, engine.settings, principal.csrf_token)  # type: ignore[arg-type]
+    if principal.via_cookie and conn.scope["type"] == "websocket":
+        # Cross-site WebSocket hijacking: browsers send cookies (and Origin) on any site's
+        # handshake, and no CORS rule protects the socket. A bearer handshake is exempt.
+        check_origin(conn, engine.settings)
     return principal

@@ -29,6 +29,7 @@ from authgate.settings import Settings
 MAX_BODY = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
 
 
 class JSONResponse(Response):
@@ -236,7 +237,7 @@ def allowed_origins(settings: Settings) -> frozenset[str]:
     return _origins(settings.public_origin, tuple(settings.allowed_origins))
 
 
-def check_origin(request: Request, settings: Settings) -> None:
+def check_origin(request: HTTPConnection, settings: Settings) -> None:
     """Refuse a cross-site request: ``Sec-Fetch-Site: cross-site`` or a foreign
     ``Origin`` (exact match, ``null`` refused)."""
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":

@@ -25,6 +25,7 @@ from authgate.models import Principal
 from authgate.web.authn import authenticate
 from authgate.web.http import (
     check_csrf,
+    check_origin,
     clear_cookie,
     client_ip,
     get_cookie,
@@ -107,17 +108,19 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return nonce if -60 <= age < reuse_for else None
 
     def login_form(request: Request, error: str | None = None, status: int = 200,
-                   username: str = "") -> Response:
-        # Another view of /login (a second tab, a prefetch, a favicon sent through sign-in by
-        # a proxy) keeps the nonce the form already on screen was made for: replacing it
-        # would make that form fail as "expired".
-        nonce = form_nonce(request, NONCE_REUSE)
-        fresh = nonce is None
+                   username: str = "", keep_nonce: str | None = None) -> Response:
+        """The form, bound to the request's still-valid nonce when it has one (another view
+        of /login — a second tab, a prefetch, a favicon sent through sign-in by a proxy —
+        must not make the form already on screen fail as "expired"), else to a new one in a
+        new cookie. With ``keep_nonce`` (the nonce a refused request carried, or "") no
+        cookie is set and the form is bound to that nonce, if any."""
+        nonce = keep_nonce if keep_nonce is not None else form_nonce(request, NONCE_REUSE)
+        fresh = keep_nonce is None and nonce is None
         if nonce is None:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
-                          form_token=engine.mac("login-form", nonce))
+                          form_token=engine.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
                        max_age=NONCE_TTL)
@@ -128,6 +131,12 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return login_form(request)
         form = _form(await read_body(request))
         nonce = form_nonce(request, NONCE_TTL) or ""
+        try:
+            check_origin(request, s)
+        except CsrfError:  # cross-site: refused, with no cookie at all (a new nonce cookie
+            # would replace the one of the victim's open sign-in tab)
+            return login_form(request, "That sign-in came from another site and was "
+                              "refused. Please sign in here.", 403, keep_nonce=nonce)
         try:
             check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))

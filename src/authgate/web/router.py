@@ -23,13 +23,15 @@ from authgate.errors import (
     InvalidCredentials,
     InvalidGrant,
     InvalidRequest,
+    PayloadTooLarge,
     UnsupportedGrantType,
+    UnsupportedMediaType,
 )
 from authgate.models import Principal, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.http import (
     NO_STORE,
-    UNSAFE_METHODS,
+    SAFE_METHODS,
     JSONResponse,
     PrivateJSON,
     check_csrf,
@@ -47,6 +49,12 @@ from authgate.web.http import (
 OAUTH_PATHS = ("/auth/token", "/auth/revoke")
 
 
+class _OAuthTooLarge(InvalidRequest):
+    """A body over 64 KiB at an OAuth endpoint: still 413, with RFC 6749 §5.2's code."""
+
+    status = 413
+
+
 class AuthRoute(APIRoute):
     """Maps engine errors onto the contract's JSON errors, inside any FastAPI app."""
 
@@ -60,6 +68,10 @@ class AuthRoute(APIRoute):
             except AuthGateError as exc:
                 if oauth and isinstance(exc, InvalidCredentials):
                     exc = InvalidGrant("invalid username or password")
+                elif oauth and isinstance(exc, UnsupportedMediaType):
+                    exc = InvalidRequest(exc.detail)  # RFC 6749 §5.2: a malformed request
+                elif oauth and isinstance(exc, PayloadTooLarge):
+                    exc = _OAuthTooLarge(exc.detail)
                 return error_response(exc, oauth=oauth,
                                       token_sent=bearer_token(request) is not None)
 
@@ -213,6 +225,8 @@ def build_router(engine: Engine) -> APIRouter:
             cookie = False
         if not isinstance(cookie, bool):
             raise InvalidRequest("cookie must be true or false")
+        if cookie:  # the response sets credential cookies: login CSRF / identity swap
+            check_origin(request, s)
         ip = client_ip(request, s)
         if grant == "password":
             if "username" not in data or "password" not in data:
@@ -284,10 +298,12 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
         principal = await authenticate(engine, request, csrf=False)
         # The proxied request's method (nginx: X-Original-Method; Traefik and Caddy:
         # X-Forwarded-Method): an unsafe one authenticated by a cookie gets the CSRF check
-        # the subrequest itself (a GET) would skip.
-        original = (request.headers.get("x-forwarded-method")
-                    or request.headers.get("x-original-method") or "GET").upper()
-        if principal.via_cookie and original in UNSAFE_METHODS:
+        # the subrequest itself (a GET) would skip. Each proxy sets its own header but
+        # passes the client's copy of the other one through, so a client could name a
+        # safe method in either: the request is unsafe when either header says so.
+        methods = {request.headers.get(h, "").strip().upper()
+                   for h in ("x-original-method", "x-forwarded-method")} - {""}
+        if principal.via_cookie and not methods <= SAFE_METHODS:
             check_csrf(request, engine.settings, principal.csrf_token)
         wanted = request.query_params.get("scope")
         if wanted:
@@ -317,11 +333,21 @@ def me_json(principal: Principal) -> dict[str, Any]:
     return body
 
 
+#: What ``X-Auth-Username`` carries as is: printable ASCII except ``%`` and ``+``.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%+")
+
+
 def _header_safe(value: str) -> str:
-    """Header values are latin-1: percent-encode anything else (RFC 8187 style)."""
+    """A username as a header value that percent-decodes (UTF-8) to exactly that username:
+    printable ASCII stays as is; ``%``, ``+``, non-ASCII and anything non-printable become
+    ``%XX`` of their UTF-8 bytes. ``%`` is encoded so that no name can pass for another
+    after decoding (``%61dmin`` is sent as ``%2561dmin``, never read as ``admin``), and
+    ``+`` so that form-style decoding (``+`` as a space) gives the same name."""
+    if value.isascii() and value.isprintable() and "%" not in value and "+" not in value:
+        return value
     from urllib.parse import quote
 
-    return value if value.isascii() and value.isprintable() else quote(value, safe="")
+    return quote(value, safe=_HEADER_SAFE)
 
 
 __all__ = ["AuthRoute", "build_router", "hot_handlers", "me_json"]
