@@ -6,6 +6,9 @@ SQLite runs in WAL mode with a busy timeout; write transactions take the write l
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +22,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from authgate.errors import BackendUnavailable, ConfigError
 from authgate.store import schema
+
+log = logging.getLogger("authgate")
+
+
+def owner_only(path: Path) -> None:
+    """The SQLite file holds the private signing keys: create it readable by its owner only
+    (0600; SQLite gives the -wal and -shm files the database's mode), and tighten an
+    existing file (and its -wal/-shm) that others can read, saying so once."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        pass
+    except OSError:
+        return  # not ours to create here (read-only place): SQLite will say what is wrong
+    else:
+        os.close(fd)
+        return
+    for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            mode = stat.S_IMODE(part.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            try:
+                part.chmod(mode & 0o700)
+            except OSError:
+                log.warning("%s is readable by other users (mode %o) and could not be "
+                            "tightened: it holds the signing keys", part, mode)
+                continue
+            log.warning("tightened %s from mode %o to %o: it holds the signing keys",
+                        part, mode, mode & 0o700)
 
 
 def async_url(url: str) -> str:
@@ -44,6 +78,7 @@ class Database:
                 parent = Path(path).expanduser().resolve().parent
                 if not parent.is_dir():
                     raise ConfigError(f"database directory {parent} does not exist")
+                owner_only(Path(path).expanduser())
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
