@@ -38,6 +38,7 @@ from authgate.errors import (
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
+from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
 from authgate.settings import Settings, check_extra_claims
@@ -92,8 +93,11 @@ class Engine:
         self.db = Database(settings.database_url)
         self.records = Records(self.db)
         self.audit = AuditRecords(self.db)
+        self.metrics = Metrics()
         self.events = Events(self.audit, self.clock, webhooks=bool(settings.webhook_url),
-                             hooks=[on_event] if on_event else [])
+                             hooks=[on_event] if on_event else [],
+                             counters=self.metrics.event)
+        self._outbox_pending = 0
         self.webhooks = (WebhookSender(self.audit, settings.webhook_url,
                                        settings.webhook_secret.get_secret_value(), self.clock)
                          if settings.webhook_url and settings.webhook_secret else None)
@@ -106,6 +110,7 @@ class Engine:
         self.tokens = AccessTokens(self.keys, settings.token_issuer, settings.audience,
                                    settings.access_token_ttl, settings.token_leeway)
         self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
+        self._gauges()
         self.redis: RedisBackend | None = None
         if settings.redis_url:
             from authgate.redis import RedisBackend, RedisThrottle
@@ -354,6 +359,7 @@ class Engine:
         key = digest(cookie_value)
         now = self.clock.now()
         rec = self.hot.sessions.get(key)
+        self.metrics.count("cache_lookups", "session:miss" if rec is None else "session:hit")
         if rec is None or not rec.alive_at(now):
             rec = await self._load_session(key, now, cached=rec)
             if rec is None:
@@ -514,7 +520,9 @@ class Engine:
                              level=logging.WARNING, family_id=fam.id)
             raise InvalidGrant("the refresh token was already used")
         if outcome != "ok" or fam is None:
+            self.metrics.count("refreshes", "invalid")
             raise InvalidGrant()
+        self.metrics.count("refreshes", "rotated")
         user = await self.records.get_user(fam.user_id)
         if user is None or user.disabled:
             raise InvalidGrant()
@@ -529,6 +537,7 @@ class Engine:
         granted = fam.scope if scope is None else scope
         token, claims = self.tokens.issue(sub=user.id, scope=granted, roles=list(user.roles),
                                           family_id=fam.id, now=now, extra=extra)
+        self.metrics.count("tokens_issued")
         return TokenPair(access_token=token, expires_in=self.settings.access_token_ttl,
                          refresh_token=refresh, scope=granted, family_id=fam.id, claims=claims)
 
@@ -554,6 +563,7 @@ class Engine:
         await self.hot.ensure_fresh()
         now = self.clock.now()
         claims = self.hot.verified.get(token)
+        self.metrics.count("cache_lookups", "token:miss" if claims is None else "token:hit")
         if claims is None or now >= claims["exp"] + self.settings.token_leeway:
             try:
                 claims = self.tokens.verify(token, now)
@@ -635,6 +645,23 @@ class Engine:
         missing = [s for s in scopes if s not in principal.scopes]
         if missing:
             raise InsufficientScope(f"requires scope: {' '.join(missing)}")
+
+    def _gauges(self) -> None:
+        m, hot = self.metrics, self.hot
+        m.gauge("cached_sessions", lambda: len(hot.sessions))
+        m.gauge("cached_tokens", lambda: len(hot.verified))
+        m.gauge("revoked_families", lambda: len(hot.revoked_families))
+        m.gauge("revocation_fresh", lambda: float(hot.healthy))
+        m.gauge("password_hash_waiting", self.hasher.waiting)
+        m.labelled_gauges["outbox_pending"] = (
+            "outbox", lambda: {"webhooks": float(self._outbox_pending)})
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition of this process (the outbox depth read now)."""
+        if self.webhooks is not None:
+            with contextlib.suppress(AuthGateError):
+                self._outbox_pending = len(await self.audit.pending())
+        return self.metrics.render()
 
     async def health(self) -> dict[str, str]:
         """Each backend is ``ok`` when it answered within the last second: the revocation

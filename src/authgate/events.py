@@ -79,11 +79,13 @@ class Events:
     """Emit, log, store and hand out security events."""
 
     def __init__(self, store: EventStore | None, clock: Clock, *, webhooks: bool = False,
-                 hooks: list[Hook] | None = None) -> None:
+                 hooks: list[Hook] | None = None,
+                 counters: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.clock = clock
         self.webhooks = webhooks
         self.hooks = list(hooks or [])
+        self.counters = counters  # called inline with each event's type (metrics)
         self._queue: list[AuthEvent] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -97,6 +99,8 @@ class Events:
                           data={k: v for k, v in data.items() if v is not None})
         audit.log(level, CATALOGUE.get(type, type), extra={
             "event": type, "user_id": user_id, "actor": actor, "ip": ip, **event.data})
+        if self.counters is not None:
+            self.counters(type)
         self._queue.append(event)
         self._wake.set()
         return event

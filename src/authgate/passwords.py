@@ -67,6 +67,11 @@ class PasswordHasher:
             except (VerifyMismatchError, VerificationError, InvalidHashError):
                 return False
 
+    def waiting(self) -> float:
+        """Hash jobs waiting for a slot now (a metric)."""
+        waiters = getattr(self._slots, "_waiters", None)
+        return float(len(waiters)) if waiters else 0.0
+
     def needs_rehash(self, stored: str) -> bool:
         try:
             return self._ph.check_needs_rehash(stored)

@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     access_log: bool = True
     metrics_token: SecretStr | None = None
+    metrics_address: str | None = Field(default=None, pattern=r"^\[?[A-Za-z0-9.:-]*\]?:[0-9]{1,5}$")
     audit_retention_days: int = Field(default=90, ge=1)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None

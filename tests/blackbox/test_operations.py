@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -138,3 +139,51 @@ def test_readme_settings_table_matches_the_settings_model() -> None:
     assert names - documented == set(), "settings missing from the README's table"
     algorithms = {"ES256", "RS256", "HS256"}
     assert documented - names - algorithms == set(), "README names settings that do not exist"
+
+
+def _families(text: str) -> dict[str, list[Any]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_metrics_catalogue(server: Server) -> None:
+    username, password, _ = register(server)
+    with server.client() as c:
+        assert c.login(username, password + "x").status_code == 401
+        assert c.login(username, password).status_code == 200
+        assert c.get("/auth/me").status_code == 200
+        assert c.get("/auth/me").status_code == 200
+        pair = c.token(username, password).json()
+        assert c.post("/auth/token", data={"grant_type": "refresh_token",
+                                           "refresh_token": pair["refresh_token"]}
+                      ).status_code == 200
+    text = httpx.get(f"{server.url}/metrics").text
+    families = _families(text)  # raises if the exposition is malformed
+
+    def value(name: str, **labels: str) -> float:
+        return sum(s.value for s in families[name] if all(
+            s.labels.get(k) == v for k, v in labels.items()))
+
+    assert value("authgate_sign_ins", outcome="succeeded") >= 2
+    assert value("authgate_sign_ins", outcome="failed") >= 1
+    assert value("authgate_tokens_issued") >= 2
+    assert value("authgate_refreshes", outcome="rotated") >= 1
+    assert value("authgate_cache_lookups", cache="session", result="hit") >= 1
+    assert value("authgate_events", type="user.created") >= 1
+    login_latency = [s for s in families["authgate_request_duration_seconds"]
+                     if s.name.endswith("_count") and s.labels.get("route") == "/auth/login"]
+    assert login_latency and login_latency[0].value >= 2
+    for gauge in ("authgate_password_hash_waiting", "authgate_cached_sessions",
+                  "authgate_revocation_fresh", "authgate_outbox_pending"):
+        assert gauge in families, gauge
+
+
+def test_metrics_address_serves_them_apart_from_the_public_port(
+        make_server: Callable[..., Server]) -> None:
+    port = free_port()
+    srv = make_server(metrics_address=f"127.0.0.1:{port}")
+    assert httpx.get(f"{srv.url}/metrics").status_code == 404
+    apart = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    assert apart.status_code == 200 and "authgate_sign_ins" in apart.text
+    assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404

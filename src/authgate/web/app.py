@@ -6,20 +6,22 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.engine import Engine
 from authgate.errors import AuthGateError, PayloadTooLarge
 from authgate.gate import AuthGate
 from authgate.logs import new_request_id, request_id
+from authgate.metrics import CONTENT_TYPE, Metrics
 from authgate.settings import Settings
 from authgate.web.fastpath import FastPath
 from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, _trusted, error_response
@@ -39,7 +41,8 @@ class Hardening:
     echoed in the response and on every log line of the request) and writes the access
     log (``ACCESS_LOG``; the path without its query string, which may hold a token)."""
 
-    def __init__(self, app: ASGIApp, hsts: bool, settings: Settings | None = None) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool, settings: Settings | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.app = app
         self.extra: list[tuple[bytes, bytes]] = [
             (b"x-content-type-options", b"nosniff"),
@@ -50,6 +53,7 @@ class Hardening:
                                b"max-age=31536000; includeSubDomains"))
         self.proxies = tuple(settings.trusted_proxies) if settings is not None else ()
         self.access_log = settings.access_log if settings is not None else False
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -119,11 +123,33 @@ class Hardening:
                 await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
                                   scope)
         finally:
+            elapsed = time.perf_counter() - started_at
+            if self.metrics is not None:
+                self.metrics.latency.observe(elapsed, route_label(scope["path"]))
             if self.access_log:
                 access.info("%s %s %s", scope["method"], scope["path"], status, extra={
                     "method": scope["method"], "path": scope["path"], "status": status,
-                    "ms": round((time.perf_counter() - started_at) * 1000, 2),
+                    "ms": round(elapsed * 1000, 2),
                     "client": scope["client"][0] if scope.get("client") else ""})
+
+
+_ROUTES = frozenset({
+    "/auth/register", "/auth/login", "/auth/logout", "/auth/me", "/auth/sessions",
+    "/auth/password", "/auth/token", "/auth/revoke", "/auth/verify", "/.well-known/jwks.json",
+    "/login", "/account", "/healthz", "/readyz", "/livez", "/metrics", "/openapi.json", "/docs",
+    "/static/authgate.css"})
+
+
+def route_label(path: str) -> str:
+    """The route a path belongs to, for metrics (never the raw path: ids would make every
+    request a series of its own)."""
+    if path in _ROUTES:
+        return path
+    if path.startswith("/auth/sessions/"):
+        return "/auth/sessions/{id}"
+    if path.startswith("/account/"):
+        return "/account/{action}"
+    return "other"
 
 
 async def _send_error(send: Send, status: int, code: str, detail: str,
@@ -142,31 +168,16 @@ async def _send_error(send: Send, status: int, code: str, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
-class AuditCounter(logging.Handler):
-    """Counts audit events (``authgate.audit`` records with an ``event``) for /metrics."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.INFO)
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        event = getattr(record, "event", None)
-        if event:
-            self.counts[event] += 1
-
-
 def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -> FastAPI:
     """The FastAPI app of the server: the API, pages, health, metrics, docs. The server
     runs it behind :func:`create_server_app`."""
     gate = gate or AuthGate(settings)
     engine = gate.engine
-    app = FastAPI(title="authgate", version=_version(), lifespan=gate.lifespan,
+    app = FastAPI(title="authgate", version=_version(), lifespan=_lifespan(gate),
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
                   description="Hybrid session + token authentication.")
     app.include_router(gate.router)
     app.router.routes.extend(gate.pages)
-    counter = AuditCounter()
-    logging.getLogger("authgate.audit").addHandler(counter)
 
     install_openapi_security(app, engine.settings)
     app.add_api_route("/healthz", health_handler(engine), methods=["GET"], tags=["ops"],
@@ -180,27 +191,16 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
+        if engine.settings.metrics_address:  # served on its own listener instead
+            return JSONResponse({"error": "not_found", "detail": "Not Found"},
+                                status_code=404, headers=NO_STORE)
         if metrics_token is not None:
             sent = request.headers.get("authorization", "").encode("latin-1")
             if not hmac.compare_digest(sent, b"Bearer " + metrics_token):
                 return JSONResponse({"error": "unauthorized", "detail": "Send the metrics "
                                      "token as a bearer token."}, status_code=401,
                                     headers={**NO_STORE, "WWW-Authenticate": "Bearer"})
-        lines = ["# TYPE authgate_events_total counter"]
-        lines += [f'authgate_events_total{{event="{k}"}} {v}'
-                  for k, v in sorted(counter.counts.items())]
-        lines += [
-            "# TYPE authgate_cached_sessions gauge",
-            f"authgate_cached_sessions {len(engine.hot.sessions)}",
-            "# TYPE authgate_cached_tokens gauge",
-            f"authgate_cached_tokens {len(engine.hot.verified)}",
-            "# TYPE authgate_revoked_families gauge",
-            f"authgate_revoked_families {len(engine.hot.revoked_families)}",
-            "# TYPE authgate_revocation_fresh gauge",
-            f"authgate_revocation_fresh {int(engine.hot.healthy)}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n",
-                                 media_type="text/plain; version=0.0.4")
+        return Response(await engine.metrics_text(), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
     async def root() -> Response:
@@ -270,6 +270,27 @@ def install_openapi_security(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _lifespan(gate: AuthGate) -> Any:
+    """The gate's lifespan, plus the metrics listener when ``METRICS_ADDRESS`` is set."""
+    address = gate.settings.metrics_address
+    if not address:
+        return gate.lifespan
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        from authgate.web.metrics_listener import MetricsListener
+
+        async with gate.lifespan(app):
+            listener = MetricsListener(address, gate.engine.metrics_text)
+            await listener.start()
+            try:
+                yield
+            finally:
+                await listener.stop()
+
+    return lifespan
+
+
 async def live_handler(request: Request) -> Response:
     """Liveness: the process answers (no backend is asked, so an outage of one does not
     make an orchestrator restart every instance)."""
@@ -296,7 +317,7 @@ def create_server_app(settings: Settings | None = None) -> ASGIApp:
             "/livez": live_handler}
     return Hardening(FastPath(app, fast),
                      hsts=gate.settings.public_url.startswith("https://"),
-                     settings=gate.settings)
+                     settings=gate.settings, metrics=gate.engine.metrics)
 
 
 def _version() -> str:
