@@ -368,8 +368,11 @@ def keys_list(config: str | None) -> None:
 def keys_rotate(publish_ahead: int, config: str | None) -> None:
     """Add a new signing key; the old one keeps verifying until its tokens expire."""
     async def job(engine: Any) -> str:
-        return str(await engine.keys.rotate(engine.clock.now(), publish_ahead,
-                                            engine.settings.access_token_ttl))
+        kid = str(await engine.keys.rotate(engine.clock.now(), publish_ahead,
+                                           engine.settings.access_token_ttl))
+        engine.events.emit("key.rotated", actor="operator", kid=kid,
+                           signs_in=publish_ahead)
+        return kid
 
     kid = _run(config, job)
     click.echo(f"new key {kid} signs in {publish_ahead} s; running servers publish it "

@@ -195,3 +195,12 @@ def test_account_page_shows_the_users_own_recent_events(server: Server) -> None:
         assert rows.count('data-type="sign_in.succeeded"') == 1  # not the other user's
         assert rows.index("Signed in") < rows.index("Failed sign-in attempt")  # newest first
         assert 'data-type="user.created"' in rows
+
+
+def test_key_rotation_is_audited(server: Server) -> None:
+    done = server.cli("keys", "rotate", "--publish-ahead", "600")
+    assert done.returncode == 0, done.stderr
+    kid = done.stdout.split()[2]
+    rotated = [e for e in audit_list(server) if e["type"] == "key.rotated"]
+    assert rotated and rotated[-1]["data"]["kid"] == kid
+    assert rotated[-1]["actor"] == "operator" and rotated[-1]["user_id"] is None
