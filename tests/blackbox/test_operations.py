@@ -187,3 +187,53 @@ def test_metrics_address_serves_them_apart_from_the_public_port(
     apart = httpx.get(f"http://127.0.0.1:{port}/metrics")
     assert apart.status_code == 200 and "authgate_sign_ins" in apart.text
     assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
+
+
+def test_no_secret_in_any_log_line(make_server: Callable[..., Server]) -> None:
+    """A whole black-box run of the flows, JSON logs and the access log on: none of the
+    secrets it used appears in the server's output."""
+    import base64
+    import secrets as pysecrets
+
+    webhook_secret = "whsec_" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+    metrics_token = "metrics-" + pysecrets.token_urlsafe(16)
+    srv = make_server(log_format="json", webhook_url=f"http://127.0.0.1:{free_port()}/h",
+                      webhook_secret=webhook_secret, metrics_token=metrics_token)
+    username, password, _ = register(srv)
+    used = [password, webhook_secret, metrics_token]
+    with srv.client() as c:
+        assert c.login(username, password + "-wrong").status_code == 401
+        used.append(password + "-wrong")
+        assert c.login(username, password).status_code == 200
+        used += [c.session_value or "", c.csrf or ""]
+        pair = c.token(username, password).json()
+        used += [pair["access_token"], pair["refresh_token"]]
+        bearer = {"Authorization": f"Bearer {pair['access_token']}"}
+        assert c.get("/auth/me", headers=bearer).status_code == 200
+        refreshed = c.post("/auth/token", data={"grant_type": "refresh_token",
+                                                "refresh_token": pair["refresh_token"]})
+        used += [refreshed.json()["access_token"], refreshed.json()["refresh_token"]]
+        assert c.post("/auth/token", data={"grant_type": "refresh_token",  # reuse
+                                           "refresh_token": pair["refresh_token"]}
+                      ).status_code == 400
+        new_password = password + "-changed"
+        assert c.unsafe("POST", "/auth/password", json={
+            "current_password": password, "new_password": new_password}).status_code == 204
+        used.append(new_password)
+        cookie = c.post("/auth/token", data={"grant_type": "password", "username": username,
+                                             "password": new_password, "cookie": "1"})
+        assert cookie.status_code == 200
+        used += list(c.jar.values())
+        c.csrf = cookie.json()["csrf_token"]  # the token cookie now authenticates
+        assert c.post("/auth/revoke", data={"token": refreshed.json()["access_token"]}
+                      ).status_code == 200
+        assert httpx.get(f"{srv.url}/metrics", headers={
+            "Authorization": f"Bearer {metrics_token}"}).status_code == 200
+        assert c.get("/auth/me", headers={"Authorization": "Bearer " + "x" * 40}
+                     ).status_code == 401
+        assert c.unsafe("DELETE", "/auth/sessions").status_code == 204
+    assert eventually(lambda: "sign_out.everywhere" in srv.log(), 5)
+    log = srv.log()
+    json_lines(srv)  # every line is JSON
+    leaked = [s[:12] + "…" for s in used if s and len(s) >= 8 and s in log]
+    assert leaked == [], leaked
