@@ -153,22 +153,14 @@ def get_cookie(conn: HTTPConnection, name: str) -> str | None:
 
 
 def _cookie_value(header: str, name: str) -> str | None:
-    """The first ``name=value`` pair of a ``Cookie`` header. No cache: a cache keyed by the
-    header would hold every user's raw session secrets; a scan is as fast as the lookup."""
-    target = name + "="
-    start = 0
-    while True:
-        at = header.find(target, start)
-        if at < 0:
-            return None
-        before = at - 1
-        while before >= 0 and header[before].isspace():
-            before -= 1
-        if before < 0 or header[before] == ";":  # a whole cookie name, not a suffix
-            end = header.find(";", at)
-            value = header[at + len(target):end if end >= 0 else len(header)].strip()
+    """The first ``name=value`` pair of a ``Cookie`` header. Not cached: a cache keyed by
+    the header would keep every user's raw session secrets in memory (and 64 MB of them)."""
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            value = value.strip()
             return value if value.isascii() and value.isprintable() else None
-        start = at + 1
+    return None
 
 
 def set_cookie(response: Response, name: str, value: str, *, secure: bool,
