@@ -17,10 +17,12 @@ import jwt
 import pytest
 
 from authgate.clock import ManualClock
-from authgate.engine import Engine
+from authgate.engine import Engine, digest, new_secret
 from authgate.errors import InvalidGrant
 from authgate.hotstate import BoundedCache
+from authgate.models import TokenFamily
 from authgate.settings import Settings
+from authgate.store.records import Records
 from tests.blackbox.support import eventually, register
 from tests.conftest import Server
 from tests.helpers import AuthClient, cookie_attrs
@@ -291,26 +293,45 @@ async def pg_engine() -> AsyncIterator[Engine]:
     await _drop_pg(url)
 
 
-async def test_concurrent_refreshes_never_deadlock_on_postgresql(pg_engine: Engine) -> None:
+async def test_concurrent_refreshes_never_deadlock_on_postgresql(
+        pg_engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten refreshes of one token at once, 30 times: exactly one wins each time and the
-    others get InvalidGrant, never a database error (PostgreSQL detected deadlocks between
-    the losers' family revocation and the row locks their no-op UPDATEs kept)."""
-    password = "correct battery horse stapler"
-    await pg_engine.create_user("racer", password)
+    others get InvalidGrant, never a database error. PostgreSQL detected deadlocks: a loser
+    that queued behind the winner's row lock keeps a lock on the spent token after its
+    no-op UPDATE, while a loser arriving after the commit takes the family row first; each
+    then waits for the other (family row / token row). The first loser's revocation is
+    slowed by 5 ms here to make that interleaving likely rather than a one-in-six chance."""
+    user = await pg_engine.create_user("racer", "correct battery horse stapler")
     surprises: list[BaseException] = []
+    revoke_family = Records._revoke_family
+    first_loser: list[bool] = []
+
+    async def slow_first_revocation(self: Records, conn: Any, family_id: str,
+                                    now: float) -> None:
+        if not first_loser:
+            first_loser.append(True)
+            await asyncio.sleep(0.005)
+        await revoke_family(self, conn, family_id, now)
+
+    monkeypatch.setattr(Records, "_revoke_family", slow_first_revocation)
 
     async def attempt(token: str, delay: float) -> Any:
         await asyncio.sleep(delay)
         return await pg_engine.refresh_grant(token)
 
     for round_ in range(30):
-        pair = await pg_engine.password_grant("racer", password)
+        # a fresh family and refresh token, as a password grant makes (without its Argon2)
+        now = pg_engine.clock.now()
+        fam = TokenFamily(id=uuid.uuid4().hex, user_id=user.id, scope="", created_at=now,
+                          last_seen_at=now, expires_at=now + 3600)
+        token = new_secret()
+        await pg_engine.records.create_family(fam, digest(token), fam.expires_at, None, now)
+        first_loser.clear()
         # Staggered by 0-3 ms: some losers queue behind the winner's row lock, others
-        # arrive just after its commit; that mix deadlocked about one round in six.
+        # arrive just after its commit.
         step = (round_ % 4) * 0.001
-        results = await asyncio.gather(
-            *(attempt(pair.refresh_token, i * step) for i in range(10)),
-            return_exceptions=True)
+        results = await asyncio.gather(*(attempt(token, i * step) for i in range(10)),
+                                       return_exceptions=True)
         surprises += [r for r in results if isinstance(r, BaseException)
                       and not isinstance(r, InvalidGrant)]
         assert surprises == [], surprises
