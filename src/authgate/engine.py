@@ -184,7 +184,7 @@ class Engine:
             await asyncio.sleep(30)
             rounds += 1
             try:
-                await self.keys.load(self.clock.now(), create=False)
+                await self._load_keys()
                 if rounds % 10 == 0:
                     await self.purge()
             except AuthGateError:
@@ -199,9 +199,17 @@ class Engine:
         if now - self._keys_loaded_at < 5:
             return False
         self._keys_loaded_at = now
+        return await self._load_keys()
+
+    async def _load_keys(self) -> bool:
+        """Reload the key ring; True when its set of keys changed. A key that left the ring
+        takes the verified-token cache with it: its tokens must not outlive it there."""
         before = set(self.keys.keys)
         await self.keys.load(self.clock.now(), create=False)
-        return set(self.keys.keys) != before
+        after = set(self.keys.keys)
+        if before - after:
+            self.hot.verified.clear()
+        return after != before
 
     async def purge(self) -> dict[str, int]:
         """Delete expired sessions, refresh tokens and denylist entries."""
@@ -504,16 +512,22 @@ class Engine:
         must be the family's CSRF value."""
         if not isinstance(refresh_token, str) or not 20 <= len(refresh_token) <= 128:
             raise InvalidGrant()
+        now = self.clock.now()
+        grace = self.settings.refresh_reuse_grace
         if csrf is not None:
             fam = await self.records.refresh_family(digest(refresh_token))
-            if fam is None or not hmac.compare_digest(csrf.encode(),
-                                                      self.token_csrf(fam.id).encode()):
+            # A family that is gone or revoked is a grant to sign in again, not a CSRF
+            # failure: the client's CSRF handling is not what is wrong.
+            if fam is None or fam.revoked_at is not None or now >= fam.expires_at:
+                raise InvalidGrant()
+            if not hmac.compare_digest(csrf.encode(), self.token_csrf(fam.id).encode()):
                 raise CsrfError()
-        now = self.clock.now()
+            # Two tabs of one browser refresh with the same cookie: the loser gets a
+            # sibling instead of revoking the family (the cookie jar keeps one of them).
+            grace = max(grace, self.settings.cookie_refresh_reuse_grace)
         new = new_secret()
         outcome, fam = await self.records.rotate_refresh(
-            digest(refresh_token), digest(new), now, self.settings.refresh_reuse_grace,
-            self.settings.refresh_idle_ttl)
+            digest(refresh_token), digest(new), now, grace, self.settings.refresh_idle_ttl)
         if outcome == "reuse" and fam is not None:
             await self._apply([f"family:{fam.id}"])
             self.events.emit("refresh.reuse_detected", user_id=fam.user_id, ip=ip,
@@ -527,8 +541,9 @@ class Engine:
         if user is None or user.disabled:
             raise InvalidGrant()
         self.hot.users.put(user.id, user)
-        # Scopes are re-derived from the user's current roles (a downgrade takes effect).
-        scope = self._grant_scope(user, fam.scope or None)
+        # Scopes are re-derived from the user's current roles (a downgrade takes effect);
+        # a refresh never widens: an empty grant stays empty (not "everything allowed").
+        scope = self._grant_scope(user, fam.scope) if fam.scope else ""
         return await self._pair(user, fam, new, now, scope)
 
     async def _pair(self, user: User, fam: TokenFamily, refresh: str, now: float,
@@ -612,13 +627,16 @@ class Engine:
             claims = self.tokens.verify(token, now)
         except InvalidToken:
             return
+        if claims["jti"] in self.hot.denied_jtis:  # denied already: a no-op, no write
+            return
         await self._revoke_access(claims, family=False)
 
     async def _revoke_access(self, claims: dict[str, Any], family: bool) -> None:
         now = self.clock.now()
-        await self.records.deny_jti(claims["jti"], min(float(claims["exp"]), now + 86400) + 60,
-                                    now)
-        keys = [f"jti:{claims['jti']}"]
+        keys: list[str] = []
+        if await self.records.deny_jti(claims["jti"],
+                                       min(float(claims["exp"]), now + 86400) + 60, now):
+            keys.append(f"jti:{claims['jti']}")
         if family and claims.get("sid"):
             keys += await self.records.revoke_families(
                 t.token_families.c.id == claims["sid"], now)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -32,11 +33,17 @@ MISSING = object()
 
 
 class BoundedCache(Generic[K, V]):
-    """A dict that forgets its least recently used entries past ``capacity``."""
+    """A dict that forgets its least recently used entries past ``capacity`` entries or,
+    with ``max_bytes``, past that many bytes as ``size(key, value)`` estimates them."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None,
+                 size: Callable[[K, V], int] | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._size = size or _entry_size
         self._data: OrderedDict[K, V] = OrderedDict()
+        self._sizes: dict[K, int] = {}
+        self.bytes = 0
 
     def get(self, key: K) -> V | None:
         value = self._data.get(key)
@@ -48,22 +55,50 @@ class BoundedCache(Generic[K, V]):
         return key in self._data
 
     def put(self, key: K, value: V) -> None:
+        if self.max_bytes is not None:
+            cost = self._size(key, value)
+            if cost > self.max_bytes:  # would evict everything else: not worth keeping
+                self.pop(key)
+                return
+            self.bytes += cost - self._sizes.get(key, 0)
+            self._sizes[key] = cost
         self._data[key] = value
-        if len(self._data) > self.capacity:
-            self._data.popitem(last=False)
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity or (
+                self.max_bytes is not None and self.bytes > self.max_bytes):
+            old, _ = self._data.popitem(last=False)
+            self.bytes -= self._sizes.pop(old, 0)
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
+        self.bytes -= self._sizes.pop(key, 0)
 
     def clear(self) -> None:
         self._data.clear()
+        self._sizes.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._data)
 
     def expire(self, predicate: Callable[[V], bool]) -> None:
         for key in [k for k, v in self._data.items() if predicate(v)]:
-            del self._data[key]
+            self.pop(key)
+
+
+def _entry_size(key: Any, value: Any) -> int:
+    """Bytes one cache entry holds, roughly: the key, the value and, for a dict value (token
+    claims), its members one level down plus the items of list members (roles)."""
+    total = 100 + sys.getsizeof(key) + sys.getsizeof(value)  # + the OrderedDict's links
+    if isinstance(value, dict):
+        for k, v in value.items():
+            total += sys.getsizeof(k) + sys.getsizeof(v)
+            if isinstance(v, list | tuple):
+                total += sum(sys.getsizeof(item) for item in v)
+    return total
+
+
+VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB: a worker's budget for them
 
 
 class HotState:
@@ -78,7 +113,8 @@ class HotState:
         self.sessions: BoundedCache[str, SessionRecord] = BoundedCache(capacity)
         self.no_session: BoundedCache[str, bool] = BoundedCache(capacity)
         self.users: BoundedCache[str, User] = BoundedCache(capacity)
-        self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(capacity)
+        self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(
+            capacity, max_bytes=VERIFIED_CACHE_BYTES)
         self.revoked_families: dict[str, float] = {}
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0

@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     remember_me_ttl: int = Field(default=30 * 24 * 3600, ge=1)
     session_touch_interval: int = Field(default=60, ge=0)
     refresh_reuse_grace: int = Field(default=0, ge=0, le=30)
+    cookie_refresh_reuse_grace: int = Field(default=10, ge=0, le=30)
     token_leeway: int = Field(default=0, ge=0, le=30)
 
     cookie_secure: bool = True

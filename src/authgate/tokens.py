@@ -110,8 +110,8 @@ class AccessTokens:
         """
         kid = peek_header(token, self.keys)
         key = self.keys.verifier(kid)
-        if key is None:
-            raise InvalidToken()
+        if key is None or (key.drop_after is not None and key.drop_after <= now):
+            raise InvalidToken()  # unknown, or past its drop time though not reloaded yet
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key.verifier, algorithms=[self.keys.alg], audience=self.audience,
@@ -120,7 +120,7 @@ class AccessTokens:
                          "verify_iat": False, "verify_nbf": False})
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken() from None
-        _check_claims(claims, now, self.leeway)
+        _check_claims(claims, now, self.leeway, self.ttl + self.leeway)
         return claims
 
 
@@ -132,12 +132,17 @@ def _is_number(value: Any) -> bool:
             and 0 <= value <= MAX_TIME)
 
 
-def _check_claims(claims: dict[str, Any], now: float, leeway: int) -> None:
+def _check_claims(claims: dict[str, Any], now: float, leeway: int,
+                  max_lifetime: float | None = None) -> None:
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
     if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
         raise InvalidToken()
     assert exp is not None and iat is not None and nbf is not None
     if now >= exp + leeway or iat > now + leeway + 1 or nbf > now + leeway:
+        raise InvalidToken()
+    # We never issue a token living longer than ACCESS_TOKEN_TTL: one that does was not made
+    # by this issuer's rules (a leaked key, a test key), and would outlive every rotation.
+    if max_lifetime is not None and exp - iat > max_lifetime:
         raise InvalidToken()
     for name in ("sub", "jti", "iss"):
         if not isinstance(claims.get(name), str):

@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -214,6 +216,14 @@ class Records:
         """
         rt, fam_t = t.refresh_tokens, t.token_families
         async with self.db.write() as conn:
+            if not self.db.is_sqlite:
+                # Lock the family row before touching any of its refresh tokens, as
+                # _revoke_family does (family, then tokens): concurrent rotations and
+                # revocations of one family queue here instead of deadlocking on the tokens'
+                # row locks. SQLite's BEGIN IMMEDIATE serialises writers already.
+                await conn.execute(sa.select(fam_t.c.id).where(
+                    fam_t.c.id == sa.select(rt.c.family_id).where(
+                        rt.c.token_hash == token_hash).scalar_subquery()).with_for_update())
             row = (await conn.execute(sa.select(rt, fam_t).join(
                 fam_t, fam_t.c.id == rt.c.family_id).where(rt.c.token_hash == token_hash))
                 ).mappings().first()
@@ -229,7 +239,12 @@ class Records:
                 rt.c.token_hash == token_hash, rt.c.used_at.is_(None)).values(used_at=now))
             if consumed.rowcount != 1:
                 used_at = row["used_at"] if row["used_at"] is not None else now
-                if grace <= 0 or now - used_at > grace:
+                # A grace replay is a lost race only while no child of this token has been
+                # used: once one has, the legitimate client has moved on and this is a copy.
+                child_used = grace > 0 and (await conn.execute(sa.select(rt.c.token_hash).where(
+                    rt.c.parent_hash == token_hash, rt.c.used_at.is_not(None)).limit(1))
+                    ).first() is not None
+                if grace <= 0 or now - used_at > grace or child_used:
                     await self._revoke_family(conn, fam.id, now)
                     await self._log(conn, [f"family:{fam.id}"], now)
                     return "reuse", fam
@@ -300,13 +315,17 @@ class Records:
                 tokens_valid_after=at, **values))
             await self._log(conn, [f"user:{user_id}"], at)
 
-    async def deny_jti(self, jti: str, expires_at: float, now: float) -> None:
+    async def deny_jti(self, jti: str, expires_at: float, now: float) -> bool:
+        """Deny ``jti``; False (nothing written, nothing logged) when it is denied already,
+        so a repeated revoke cannot grow the revocation log."""
+        insert = (sqlite_insert if self.db.is_sqlite else pg_insert)(t.denied_jtis)
         async with self.db.write() as conn:
-            exists = (await conn.execute(sa.select(t.denied_jtis.c.jti).where(
-                t.denied_jtis.c.jti == jti))).first()
-            if not exists:
-                await conn.execute(t.denied_jtis.insert().values(jti=jti, expires_at=expires_at))
+            added = await conn.execute(insert.values(jti=jti, expires_at=expires_at)
+                                       .on_conflict_do_nothing(index_elements=["jti"]))
+            if added.rowcount != 1:
+                return False
             await self._log(conn, [f"jti:{jti}"], now)
+        return True
 
     async def denied_jtis(self, now: float) -> list[tuple[str, float]]:
         async with self.db.read() as conn:

@@ -153,8 +153,9 @@ def get_cookie(conn: HTTPConnection, name: str) -> str | None:
     return _cookie_value(header, name)
 
 
-@lru_cache(maxsize=4096)
 def _cookie_value(header: str, name: str) -> str | None:
+    """The first ``name=value`` pair of a ``Cookie`` header. Not cached: a cache keyed by
+    the header would keep every user's raw session secrets in memory (and 64 MB of them)."""
     for part in header.split(";"):
         key, sep, value = part.strip().partition("=")
         if sep and key == name:
