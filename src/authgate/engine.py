@@ -213,8 +213,9 @@ class Engine:
         cached = self.hot.users.get(user_id)
         if cached is not None:
             return cached
+        generation = self.hot.generation
         user = await self.records.get_user(user_id)
-        if user is not None:
+        if user is not None and self.hot.generation == generation:  # see _load_session
             self.hot.users.put(user_id, user)
         return user
 
@@ -355,8 +356,26 @@ class Engine:
         another worker's activity may have changed): Redis first, then the database."""
         if key in self.hot.no_session:
             return None
+        from_redis = self.redis is not None and cached is None
+        for _ in range(3):
+            # A revocation applied while the read is in flight pops nothing (the record is
+            # not cached yet): if one was applied meanwhile, read again, from the database.
+            generation = self.hot.generation
+            rec = await self._read_session(key, now, from_redis)
+            if rec is None or self.hot.generation == generation:
+                break
+            from_redis = False
+        else:
+            return rec  # revocations keep arriving: answer this request, cache nothing
+        if rec is not None:
+            self.hot.sessions.put(key, rec)
+        return rec
+
+    async def _read_session(self, key: str, now: float,
+                            from_redis: bool) -> SessionRecord | None:
         rec: SessionRecord | None = None
-        if self.redis is not None and cached is None:
+        if from_redis:
+            assert self.redis is not None
             found = await self.redis.get_session(key)
             if found is False:  # revoked
                 self.hot.no_session.put(key, True)
@@ -376,7 +395,6 @@ class Engine:
             self.hot.no_session.put(key, True)
             await self.records.delete_sessions(t.sessions.c.id == rec.id, now)
             return None
-        self.hot.sessions.put(key, rec)
         return rec
 
     async def logout(self, principal: Principal) -> None:
@@ -493,10 +511,12 @@ class Engine:
             raise InvalidGrant("the refresh token was already used")
         if outcome != "ok" or fam is None:
             raise InvalidGrant()
+        generation = self.hot.generation
         user = await self.records.get_user(fam.user_id)
         if user is None or user.disabled:
             raise InvalidGrant()
-        self.hot.users.put(user.id, user)
+        if self.hot.generation == generation:
+            self.hot.users.put(user.id, user)
         # Scopes are re-derived from the user's current roles (a downgrade takes effect).
         scope = self._grant_scope(user, fam.scope or None)
         return await self._pair(user, fam, new, now, scope)

@@ -143,10 +143,22 @@ def _v3(conn: Connection) -> None:
                              "ON refresh_tokens (parent_hash)"))
 
 
+def _v4(conn: Connection) -> None:
+    # PostgreSQL: the writing transaction of each revocation-log row, so that readers can
+    # tell a row committed late from one they already passed (see
+    # Records.revocations_since). SQLite serialises writers: ids commit in order there.
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE revocations ADD COLUMN IF NOT EXISTS txid xid8 "
+                             "NOT NULL DEFAULT pg_current_xact_id()"))
+        conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_revocations_txid "
+                             "ON revocations (txid)"))
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
     (2, _v2),
     (3, _v3),
+    (4, _v4),
 ]
 LATEST = MIGRATIONS[-1][0]
