@@ -301,6 +301,8 @@ class Records:
 
     async def cut_off_user(self, user_id: str, at: float, **values: Any) -> None:
         """Refuse the user's access tokens issued before ``at`` (and set ``values``)."""
+        if "roles" in values:
+            values["roles"] = json.dumps(list(values["roles"]))
         async with self.db.write() as conn:
             await conn.execute(t.users.update().where(t.users.c.id == user_id).values(
                 tokens_valid_after=at, **values))
