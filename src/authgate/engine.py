@@ -338,7 +338,8 @@ class Engine:
             csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
             expires_at=now + ttl, idle_ttl=ttl if remember else s.session_idle_ttl,
             remember=remember, ip=ip[:64], user_agent=user_agent[:512])
-        evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now)
+        evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now,
+                                                    self._last_seen)
         await self._apply(evicted)
         self.hot.sessions.put(rec.token_hash, rec)
         if self.redis is not None:
@@ -500,7 +501,8 @@ class Engine:
                           ip=ip[:64], user_agent=user_agent[:512])
         refresh = new_secret()
         evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
-                                                   s.max_sessions_per_user, now)
+                                                   s.max_sessions_per_user, now,
+                                                   self._last_seen)
         await self._apply(evicted)
         audit.info("token login", extra={"event": "token_login", "user_id": user.id, "ip": ip})
         return await self._pair(user, fam, refresh, now)
@@ -641,6 +643,12 @@ class Engine:
             self.hot.apply(key)
         if self.redis is not None:
             await self.redis.publish(keys)
+
+    def _last_seen(self, token_hash: str) -> float | None:
+        """A session's last use as this process knows it: exact for the sessions it serves,
+        where the stored last_seen_at lags by up to the touch interval."""
+        rec = self.hot.sessions.get(token_hash)
+        return rec.last_seen_at if rec is not None else None
 
     def _role_scopes(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         scopes = self._scopes.get(roles)

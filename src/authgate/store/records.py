@@ -129,7 +129,7 @@ class Records:
     # -- sessions ------------------------------------------------------------------------
 
     async def insert_session(self, rec: SessionRecord, max_per_user: int | None,
-                             now: float) -> list[str]:
+                             now: float, last_seen: LastSeen | None = None) -> list[str]:
         """Store ``rec``; with a cap, evict the least recently used entries (sessions and
         token families) beyond it. Returns the evicted ``(kind, key)`` revocation keys."""
         async with self.db.write() as conn:
@@ -138,9 +138,13 @@ class Records:
                 csrf_token=rec.csrf_token, created_at=rec.created_at,
                 last_seen_at=rec.last_seen_at, expires_at=rec.expires_at, idle_ttl=rec.idle_ttl,
                 remember=rec.remember, ip=rec.ip, user_agent=rec.user_agent))
-            return await self._evict(conn, rec.user_id, max_per_user, now)
+            return await self._evict(conn, rec.user_id, max_per_user, now, last_seen)
 
-    async def _evict(self, conn: Any, user_id: str, cap: int | None, now: float) -> list[str]:
+    async def _evict(self, conn: Any, user_id: str, cap: int | None, now: float,
+                     last_seen: LastSeen | None = None) -> list[str]:
+        """Least recently used first. A session's stored last_seen_at is written at most
+        every touch interval; ``last_seen`` (token hash → the engine's in-memory last use)
+        supplies the real recency of sessions in active use."""
         if cap is None:
             return []
         sess = (await conn.execute(sa.select(
@@ -150,7 +154,8 @@ class Records:
             t.token_families.c.id, t.token_families.c.last_seen_at).where(
             t.token_families.c.user_id == user_id, t.token_families.c.revoked_at.is_(None),
             t.token_families.c.expires_at > now))).all()
-        entries = [(r.last_seen_at, "session", r.id, r.token_hash) for r in sess]
+        entries = [(max(r.last_seen_at, (last_seen and last_seen(r.token_hash)) or 0.0),
+                    "session", r.id, r.token_hash) for r in sess]
         entries += [(r.last_seen_at, "family", r.id, r.id) for r in fams]
         entries.sort(key=lambda e: e[0])
         evicted: list[str] = []
@@ -198,7 +203,8 @@ class Records:
     # -- token families and refresh tokens -----------------------------------------------
 
     async def create_family(self, fam: TokenFamily, refresh_hash: str, refresh_expires: float,
-                            max_per_user: int | None, now: float) -> list[str]:
+                            max_per_user: int | None, now: float,
+                            last_seen: LastSeen | None = None) -> list[str]:
         async with self.db.write() as conn:
             await conn.execute(t.token_families.insert().values(
                 id=fam.id, user_id=fam.user_id, scope=fam.scope, created_at=fam.created_at,
@@ -207,7 +213,7 @@ class Records:
             await conn.execute(t.refresh_tokens.insert().values(
                 token_hash=refresh_hash, family_id=fam.id, created_at=now,
                 expires_at=refresh_expires))
-            return await self._evict(conn, fam.user_id, max_per_user, now)
+            return await self._evict(conn, fam.user_id, max_per_user, now, last_seen)
 
     async def rotate_refresh(self, token_hash: str, new_hash: str, now: float,
                              grace: float, idle_ttl: float | None
