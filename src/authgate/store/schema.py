@@ -151,7 +151,7 @@ def _v4(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE revocations ADD COLUMN IF NOT EXISTS txid xid8 "
                              "NOT NULL DEFAULT pg_current_xact_id()"))
         conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_revocations_txid "
-                             "ON revocations (txid)"))
+                             "ON revocations (txid, id)"))  # the readers' keyset order
 
 
 # Each migration runs once, in order, in its own transaction. Append; never edit.
