@@ -333,6 +333,17 @@ def users_set_password(username: str, password_stdin: bool, config: str | None) 
     click.echo(f"password set for {username}")
 
 
+@users.command("roles")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True,
+              help="A role (repeat for more). None given: the user has no roles.")
+@config_option
+def users_roles(username: str, roles: tuple[str, ...], config: str | None) -> None:
+    """Set USERNAME's roles to exactly these; their access tokens issued before end."""
+    _with_user(config, username, lambda e, u: e.set_roles(u, list(roles)))
+    click.echo(f"roles of {username}: {', '.join(dict.fromkeys(roles)) or '(none)'}")
+
+
 @main.group()
 def keys() -> None:
     """Signing keys."""

@@ -243,8 +243,9 @@ class Engine:
         cached = self.hot.users.get(user_id)
         if cached is not None:
             return cached
+        generation = self.hot.generation
         user = await self.records.get_user(user_id)
-        if user is not None:
+        if user is not None and self.hot.generation == generation:  # see _load_session
             self.hot.users.put(user_id, user)
         return user
 
@@ -280,6 +281,24 @@ class Engine:
         await self._apply([*keys, f"user:{user.id}"])
         self.events.emit("password.changed", user_id=user.id,
                          actor="user" if keep_session or keep_family else "operator")
+
+    async def set_roles(self, user: User, roles: list[str]) -> None:
+        """Set the user's roles to exactly ``roles``. Their access tokens issued before end
+        (the scopes in them came from the old roles); sessions, whose scopes come from the
+        user's current roles, see the change on every process within the revocation bound;
+        a refresh derives its scope from the new roles."""
+        clean = tuple(dict.fromkeys(r.strip() for r in roles))
+        if any(not r or len(r) > 64 or any(c.isspace() for c in r) for r in clean):
+            from authgate.errors import InvalidRequest
+
+            raise InvalidRequest("a role is 1 to 64 characters without spaces")
+        now = self.clock.now()
+        # Whole seconds as for a password change; a token of this very second carrying the
+        # old roles is refused by token_principal's roles check.
+        await self.records.cut_off_user(user.id, float(int(now)), roles=clean)
+        await self._apply([f"user:{user.id}"])
+        self.events.emit("user.roles_changed", user_id=user.id, actor="operator",
+                         roles=",".join(roles))
 
     async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
         keys = await self.records.delete_sessions(t.sessions.c.user_id == user_id, now)
@@ -352,7 +371,8 @@ class Engine:
             csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
             expires_at=now + ttl, idle_ttl=ttl if remember else s.session_idle_ttl,
             remember=remember, ip=ip[:64], user_agent=user_agent[:512])
-        evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now)
+        evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now,
+                                                    self._last_seen)
         await self._apply(evicted)
         self.hot.sessions.put(rec.token_hash, rec)
         if self.redis is not None:
@@ -388,8 +408,26 @@ class Engine:
         another worker's activity may have changed): Redis first, then the database."""
         if key in self.hot.no_session:
             return None
+        from_redis = self.redis is not None and cached is None
+        for _ in range(3):
+            # A revocation applied while the read is in flight pops nothing (the record is
+            # not cached yet): if one was applied meanwhile, read again, from the database.
+            generation = self.hot.generation
+            rec = await self._read_session(key, now, from_redis)
+            if rec is None or self.hot.generation == generation:
+                break
+            from_redis = False
+        else:
+            return rec  # revocations keep arriving: answer this request, cache nothing
+        if rec is not None:
+            self.hot.sessions.put(key, rec)
+        return rec
+
+    async def _read_session(self, key: str, now: float,
+                            from_redis: bool) -> SessionRecord | None:
         rec: SessionRecord | None = None
-        if self.redis is not None and cached is None:
+        if from_redis:
+            assert self.redis is not None
             found = await self.redis.get_session(key)
             if found is False:  # revoked
                 self.hot.no_session.put(key, True)
@@ -409,7 +447,6 @@ class Engine:
             self.hot.no_session.put(key, True)
             await self.records.delete_sessions(t.sessions.c.id == rec.id, now)
             return None
-        self.hot.sessions.put(key, rec)
         return rec
 
     async def logout(self, principal: Principal) -> None:
@@ -500,7 +537,8 @@ class Engine:
                           ip=ip[:64], user_agent=user_agent[:512])
         refresh = new_secret()
         evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
-                                                   s.max_sessions_per_user, now)
+                                                   s.max_sessions_per_user, now,
+                                                   self._last_seen)
         await self._apply(evicted)
         self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
                          method="token", family_id=fam.id)
@@ -537,10 +575,12 @@ class Engine:
             self.metrics.count("refreshes", "invalid")
             raise InvalidGrant()
         self.metrics.count("refreshes", "rotated")
+        generation = self.hot.generation
         user = await self.records.get_user(fam.user_id)
         if user is None or user.disabled:
             raise InvalidGrant()
-        self.hot.users.put(user.id, user)
+        if self.hot.generation == generation:
+            self.hot.users.put(user.id, user)
         # Scopes are re-derived from the user's current roles (a downgrade takes effect);
         # a refresh never widens: an empty grant stays empty (not "everything allowed").
         scope = self._grant_scope(user, fam.scope) if fam.scope else ""
@@ -592,6 +632,8 @@ class Engine:
             raise InvalidToken()
         user = await self.get_user(claims["sub"])
         if user is None or user.disabled or claims["iat"] < user.tokens_valid_after:
+            raise InvalidToken()
+        if tuple(claims.get("roles") or ()) != user.roles:  # issued before a role change
             raise InvalidToken()
         scopes = tuple(claims.get("scope", "").split())
         csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
@@ -651,6 +693,12 @@ class Engine:
             self.hot.apply(key)
         if self.redis is not None:
             await self.redis.publish(keys)
+
+    def _last_seen(self, token_hash: str) -> float | None:
+        """A session's last use as this process knows it: exact for the sessions it serves,
+        where the stored last_seen_at lags by up to the touch interval."""
+        rec = self.hot.sessions.get(token_hash)
+        return rec.last_seen_at if rec is not None else None
 
     def _role_scopes(self, roles: tuple[str, ...]) -> tuple[str, ...]:
         scopes = self._scopes.get(roles)

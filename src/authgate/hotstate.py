@@ -119,7 +119,13 @@ class HotState:
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0
         self._expiries: list[tuple[float, str, str]] = []
-        self._last_id = 0
+        self._cursor = 0  # see Records.revocations_since
+        self._seen: dict[int, int] = {}  # log ids applied that may be read again: id -> mark
+        # Bumped by every revocation applied: a cold read that started before and ends
+        # after a bump may hold what was just revoked, and must not be cached (h06).
+        self.generation = 0
+        # The Redis session-cache epoch the database vouches for (see redis.py).
+        self.redis_epoch = 0
         self._fresh: dict[str, float] = {"db": 0.0}
         self._refreshers: dict[str, Callable[[], Awaitable[None]]] = {"db": self.poll}
         self._catching_up: dict[str, asyncio.Task[None]] = {}
@@ -131,7 +137,7 @@ class HotState:
     async def start(self, access_ttl: float) -> None:
         now = self.clock.now()
         self.family_ttl = access_ttl + 60
-        self._last_id = await self.records.last_revocation_id()
+        self._cursor = await self.records.revocation_cursor()
         for fid in await self.records.revoked_families_since(now - self.family_ttl):
             self._remember(self.revoked_families, "family", fid, now + self.family_ttl)
         for jti, exp in await self.records.denied_jtis(now):
@@ -154,7 +160,7 @@ class HotState:
     async def poll(self) -> None:
         """Apply every revocation logged since the last poll."""
         try:
-            events = await self.records.revocations_after(self._last_id)
+            events, cursor = await self.records.revocations_since(self._cursor)
         except BackendUnavailable:
             if not self._down_logged:
                 log.error("revocation log unreachable: failing closed until it returns")
@@ -168,9 +174,14 @@ class HotState:
             self._down_logged = False
             self.sessions.clear()  # we may have missed events: start over
             self.users.clear()
-        for event_id, key in events:
-            self.apply(key)
-            self._last_id = event_id
+        seen = self._seen
+        for event_id, key, mark in events:
+            if event_id not in seen:  # a row read again while its neighbours settle
+                seen[event_id] = mark
+                self.apply(key)
+        if cursor != self._cursor:
+            self._cursor = cursor
+            self._seen = {i: m for i, m in seen.items() if m >= cursor}
         self.mark_fresh("db")
         self._housekeep()
 
@@ -217,6 +228,7 @@ class HotState:
         ``user:<id>``."""
         kind, _, value = key.partition(":")
         now = self.clock.now()
+        self.generation += 1
         if kind == "session":
             self.sessions.pop(value)
         elif kind == "family":
@@ -225,6 +237,11 @@ class HotState:
             self._remember(self.denied_jtis, "jti", value, now + self.family_ttl)
         elif kind == "user":
             self.users.pop(value)
+        elif kind == "redis" and value.isdigit() and int(value) > self.redis_epoch:
+            # Every session entry in Redis written before is disowned (a tombstone may be
+            # missing from it), and so is what was loaded from one: the database decides.
+            self.redis_epoch = int(value)
+            self.sessions.clear()
 
     def _remember(self, table: dict[str, float], kind: str, key: str, until: float) -> None:
         """Keep ``key`` in ``table`` until ``until`` (at least: a later expiry wins)."""

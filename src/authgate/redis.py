@@ -6,6 +6,11 @@
 * **Session lookups**: a process that has not seen a session yet reads it from Redis before
   the database. A revoked session leaves a tombstone (not a deletion) so that a reader which
   fetched the record just before the revocation cannot write it back (``SET NX``).
+  The database stays the source of truth: session entries live under an *epoch* the
+  database holds. When a tombstone may be missing (a revocation's Redis write failed, or
+  Redis came back from an outage, possibly from an older snapshot), the process bumps the
+  epoch in the database, logged like a revocation, so every process stops trusting every
+  entry written before within a poll; they are read from the database again.
 * **Login throttling** counters, shared by all instances.
 
 Fail closed: the channel is pinged every ``ping_interval``; if Redis cannot be reached, the
@@ -34,6 +39,7 @@ from authgate.throttle import account_delay, wait_seconds
 
 log = logging.getLogger("authgate")
 TOMBSTONE = b"-"
+SESSION_CACHE_TTL = 86400
 
 
 class RedisBackend:
@@ -62,6 +68,8 @@ class RedisBackend:
             await self.client.ping()
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
+        # After the watcher's cursor is set (HotState.start): a later bump is in the log.
+        self.hot.redis_epoch = max(self.hot.redis_epoch, await self.hot.records.redis_epoch())
         self.hot.add_source("redis", self._check)
         self._tasks = [asyncio.create_task(self._listen(), name="authgate-redis-listen"),
                        asyncio.create_task(self._ping(), name="authgate-redis-ping")]
@@ -81,6 +89,10 @@ class RedisBackend:
         if not keys:
             return
         try:
+            if not self._tasks and any(key.startswith("session:") for key in keys):
+                # Not started (the CLI): learn the epoch the servers use for tombstones.
+                self.hot.redis_epoch = max(self.hot.redis_epoch,
+                                           await self.hot.records.redis_epoch())
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     if key.startswith("session:"):
@@ -91,6 +103,10 @@ class RedisBackend:
             # Peers still learn it from the database log within a poll interval; this
             # process marks itself stale so it cannot promise more than it can keep.
             self._went_down()
+            if any(key.startswith("session:") for key in keys):
+                # The tombstone is missing: the session entry in Redis (which may persist
+                # and come back) must not be trusted by anyone any more.
+                await self._new_epoch("a revocation could not reach Redis")
 
     async def _listen(self) -> None:
         while True:
@@ -122,11 +138,27 @@ class RedisBackend:
             self._went_down()
             return
         if self._down:
+            # Tombstones may have been lost meanwhile (a restart from an older snapshot, a
+            # peer that died before its epoch bump): disown every entry before trusting
+            # Redis again. Until the database takes the new epoch, stay stale (503).
+            if not await self._new_epoch("Redis was unreachable"):
+                return
             log.warning("Redis reachable again")
             self._down = False
             self.hot.sessions.clear()  # messages may have been missed meanwhile
             self.hot.users.clear()
         self.hot.mark_fresh("redis")
+
+    async def _new_epoch(self, why: str) -> bool:
+        try:
+            epoch = await self.hot.records.bump_redis_epoch(self.clock.now())
+        except BackendUnavailable:
+            log.error("%s and the database is unavailable: Redis session entries stay "
+                      "distrusted until both are back", why)
+            return False
+        self.hot.apply(f"redis:{epoch}")
+        log.warning("%s: Redis session cache epoch is now %d", why, epoch)
+        return True
 
     def _went_down(self) -> None:
         if not self._down:
@@ -136,7 +168,7 @@ class RedisBackend:
     # -- session lookups ------------------------------------------------------------------
 
     def _session_key(self, token_hash: str) -> str:
-        return f"{self.prefix}:sess:{token_hash}"
+        return f"{self.prefix}:sess:{self.hot.redis_epoch}:{token_hash}"
 
     async def get_session(self, token_hash: str) -> SessionRecord | bool | None:
         """The cached record, ``False`` for a tombstone (revoked), ``None`` when unknown or
@@ -153,7 +185,8 @@ class RedisBackend:
         return SessionRecord(**orjson.loads(raw))
 
     async def put_session(self, rec: SessionRecord, now: float) -> None:
-        ttl = math.ceil(rec.deadline() - now)
+        # At most a day: entries of a disowned epoch are garbage until they expire.
+        ttl = min(math.ceil(rec.deadline() - now), SESSION_CACHE_TTL)
         if ttl <= 0:
             return
         data = orjson.dumps({f: getattr(rec, f) for f in SessionRecord.__slots__})

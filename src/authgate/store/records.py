@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +18,9 @@ from authgate.store import schema as t
 from authgate.store.db import Database
 
 SUPERSEDED = 0.0  # used_at of a grace-window sibling that lost to another
+LOG_BATCH = 10000
+#: What the engine knows of a session's last use beyond the stored (lagging) last_seen_at.
+LastSeen = Callable[[str], float | None]
 
 
 def _user(row: RowMapping) -> User:
@@ -45,6 +48,9 @@ def _family(row: RowMapping) -> TokenFamily:
         expires_at=row["expires_at"], revoked_at=row["revoked_at"], ip=row["ip"],
         user_agent=row["user_agent"],
     )
+
+
+_PG_XMIN = "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 
 
 def username_key(username: str) -> str:
@@ -125,7 +131,7 @@ class Records:
     # -- sessions ------------------------------------------------------------------------
 
     async def insert_session(self, rec: SessionRecord, max_per_user: int | None,
-                             now: float) -> list[str]:
+                             now: float, last_seen: LastSeen | None = None) -> list[str]:
         """Store ``rec``; with a cap, evict the least recently used entries (sessions and
         token families) beyond it. Returns the evicted ``(kind, key)`` revocation keys."""
         async with self.db.write() as conn:
@@ -134,9 +140,13 @@ class Records:
                 csrf_token=rec.csrf_token, created_at=rec.created_at,
                 last_seen_at=rec.last_seen_at, expires_at=rec.expires_at, idle_ttl=rec.idle_ttl,
                 remember=rec.remember, ip=rec.ip, user_agent=rec.user_agent))
-            return await self._evict(conn, rec.user_id, max_per_user, now)
+            return await self._evict(conn, rec.user_id, max_per_user, now, last_seen)
 
-    async def _evict(self, conn: Any, user_id: str, cap: int | None, now: float) -> list[str]:
+    async def _evict(self, conn: Any, user_id: str, cap: int | None, now: float,
+                     last_seen: LastSeen | None = None) -> list[str]:
+        """Least recently used first. A session's stored last_seen_at is written at most
+        every touch interval; ``last_seen`` (token hash → the engine's in-memory last use)
+        supplies the real recency of sessions in active use."""
         if cap is None:
             return []
         sess = (await conn.execute(sa.select(
@@ -146,7 +156,8 @@ class Records:
             t.token_families.c.id, t.token_families.c.last_seen_at).where(
             t.token_families.c.user_id == user_id, t.token_families.c.revoked_at.is_(None),
             t.token_families.c.expires_at > now))).all()
-        entries = [(r.last_seen_at, "session", r.id, r.token_hash) for r in sess]
+        entries = [(max(r.last_seen_at, (last_seen and last_seen(r.token_hash)) or 0.0),
+                    "session", r.id, r.token_hash) for r in sess]
         entries += [(r.last_seen_at, "family", r.id, r.id) for r in fams]
         entries.sort(key=lambda e: e[0])
         evicted: list[str] = []
@@ -194,7 +205,8 @@ class Records:
     # -- token families and refresh tokens -----------------------------------------------
 
     async def create_family(self, fam: TokenFamily, refresh_hash: str, refresh_expires: float,
-                            max_per_user: int | None, now: float) -> list[str]:
+                            max_per_user: int | None, now: float,
+                            last_seen: LastSeen | None = None) -> list[str]:
         async with self.db.write() as conn:
             await conn.execute(t.token_families.insert().values(
                 id=fam.id, user_id=fam.user_id, scope=fam.scope, created_at=fam.created_at,
@@ -203,7 +215,7 @@ class Records:
             await conn.execute(t.refresh_tokens.insert().values(
                 token_hash=refresh_hash, family_id=fam.id, created_at=now,
                 expires_at=refresh_expires))
-            return await self._evict(conn, fam.user_id, max_per_user, now)
+            return await self._evict(conn, fam.user_id, max_per_user, now, last_seen)
 
     async def rotate_refresh(self, token_hash: str, new_hash: str, now: float,
                              grace: float, idle_ttl: float | None
@@ -310,6 +322,8 @@ class Records:
 
     async def cut_off_user(self, user_id: str, at: float, **values: Any) -> None:
         """Refuse the user's access tokens issued before ``at`` (and set ``values``)."""
+        if "roles" in values:
+            values["roles"] = json.dumps(list(values["roles"]))
         async with self.db.write() as conn:
             await conn.execute(t.users.update().where(t.users.c.id == user_id).values(
                 tokens_valid_after=at, **values))
@@ -343,13 +357,73 @@ class Records:
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(
                 t.revocations.c.id, t.revocations.c.kind, t.revocations.c.key).where(
-                t.revocations.c.id > last_id).order_by(t.revocations.c.id).limit(10000))).all()
+                t.revocations.c.id > last_id).order_by(t.revocations.c.id).limit(LOG_BATCH))
+                ).all()
         return [(r.id, f"{r.kind}:{r.key}") for r in rows]
+
+    async def revocation_cursor(self) -> int:
+        """Where a new reader of the log starts: see :meth:`revocations_since`."""
+        if self.db.is_sqlite:
+            return await self.last_revocation_id()
+        async with self.db.read() as conn:
+            return int((await conn.execute(sa.text(_PG_XMIN))).scalar_one())
+
+    async def revocations_since(self, cursor: int) -> tuple[list[tuple[int, str, int]], int]:
+        """Log rows a reader at ``cursor`` may not have seen: ``[(id, key, mark)]`` and the
+        next cursor. A row whose mark is at least the next cursor may be returned again
+        (de-duplicate by id); one below it never is.
+
+        SQLite serialises writers, so ids commit in order: the cursor is the last id.
+        PostgreSQL takes ids from a sequence at INSERT but transactions commit in any order,
+        so "id > last id" would skip a slow transaction's row for good. There the cursor is
+        a transaction id: every row of a transaction still running (or not yet begun) when
+        a snapshot is taken has ``txid >= pg_snapshot_xmin`` of that snapshot, so reading
+        ``txid >= previous xmin`` cannot miss a late commit."""
+        if self.db.is_sqlite:
+            rows = await self.revocations_after(cursor)
+            return [(i, key, i) for i, key in rows], rows[-1][0] if rows else cursor
+        events: list[tuple[int, str, int]] = []
+        async with self.db.read() as conn:
+            # The horizon first: rows invisible to the reads below belong to transactions
+            # running at this snapshot or later, whose txid is >= this xmin.
+            xmin = int((await conn.execute(sa.text(_PG_XMIN))).scalar_one())
+            after = (cursor, 0)
+            while True:  # keyset pages in (txid, id) order: all of txid >= cursor
+                page = (await conn.execute(sa.text(
+                    "SELECT id, kind, key, txid::text::bigint AS mark FROM revocations "
+                    "WHERE (txid, id) > (CAST(CAST(:txid AS text) AS xid8), :id) "
+                    "ORDER BY txid, id LIMIT :limit"),
+                    {"txid": str(after[0]), "id": after[1], "limit": LOG_BATCH})).all()
+                events += [(r.id, f"{r.kind}:{r.key}", int(r.mark)) for r in page]
+                if len(page) < LOG_BATCH:
+                    break
+                after = (int(page[-1].mark), int(page[-1].id))
+        return events, max(cursor, xmin)
 
     async def last_revocation_id(self) -> int:
         async with self.db.read() as conn:
             value = (await conn.execute(sa.select(sa.func.max(t.revocations.c.id)))).scalar()
         return int(value or 0)
+
+    async def redis_epoch(self) -> int:
+        """The generation of the Redis session cache the database vouches for."""
+        return int(await self.server_secret("redis_epoch", "0"))
+
+    async def bump_redis_epoch(self, now: float) -> int:
+        """Disown every session entry in Redis (a tombstone may be missing from it): a new
+        epoch, logged so every process switches to it within a poll."""
+        async with self.db.write() as conn:
+            value = (await conn.execute(sa.select(t.server_secrets.c.value).where(
+                t.server_secrets.c.name == "redis_epoch").with_for_update())).scalar()
+            epoch = int(value or 0) + 1
+            if value is None:
+                await conn.execute(t.server_secrets.insert().values(
+                    name="redis_epoch", value=str(epoch)))
+            else:
+                await conn.execute(t.server_secrets.update().where(
+                    t.server_secrets.c.name == "redis_epoch").values(value=str(epoch)))
+            await self._log(conn, [f"redis:{epoch}"], now)
+        return epoch
 
     # -- keys and secrets ----------------------------------------------------------------
 

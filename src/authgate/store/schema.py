@@ -164,10 +164,13 @@ class Migration:
     tables: tuple[sa.Table, ...] = ()
     statements: tuple[str, ...] = ()
     needed: Callable[[Connection], bool] | None = None
+    dialects: tuple[str, ...] | None = None  # the statements' dialects (None: all)
 
     def run(self, conn: Connection) -> None:
         if self.tables:
             metadata.create_all(conn, tables=list(self.tables))
+        if self.dialects is not None and conn.dialect.name not in self.dialects:
+            return
         if self.statements and (self.needed is None or self.needed(conn)):
             for statement in self.statements:
                 conn.execute(sa.text(statement))
@@ -177,6 +180,8 @@ class Migration:
                for table in self.tables]
         out += [str(CreateIndex(index).compile(dialect=dialect)).strip() + ";"
                 for table in self.tables for index in sorted(table.indexes, key=str)]
+        if self.dialects is not None and dialect.name not in self.dialects:
+            return out
         return out + [statement + ";" for statement in self.statements]
 
 
@@ -196,5 +201,13 @@ MIGRATIONS: list[Migration] = [
         "CREATE INDEX ix_refresh_tokens_parent_hash ON refresh_tokens (parent_hash)"),
         needed=_lacks_parent_hash),  # databases made before v3; v1 now creates it
     Migration(4, "audit events and the webhook outbox", tables=(audit_events, webhook_outbox)),
+    # PostgreSQL: the writing transaction of each revocation-log row, so that readers can
+    # tell a row committed late from one they already passed (Records.revocations_since).
+    # SQLite serialises writers: ids commit in order there.
+    Migration(5, "revocations.txid (a log cursor that cannot skip late commits)", statements=(
+        "ALTER TABLE revocations ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL "
+        "DEFAULT pg_current_xact_id()",
+        "CREATE INDEX IF NOT EXISTS ix_revocations_txid ON revocations (txid, id)"),
+        dialects=("postgresql",)),
 ]
 LATEST = MIGRATIONS[-1].version
