@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, free_port
+from tests.conftest import ROOT, Server, free_port, in_ci
 from tests.helpers import AuthClient
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -36,7 +36,7 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[tuple[str, Server]]:
     if not os.path.exists(NGINX):
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("nginx is not installed (scripts/install-tools.sh)")
         pytest.skip("nginx is not installed")
     nginx_port, app_port = free_port(), free_port()
