@@ -202,25 +202,37 @@ def test_workers_share_revocations(db: str, make_server: Callable[..., Server],
         finally:
             conn.close()
 
+    assert srv.proc is not None
+    server_pid = srv.proc.pid
+
+    def live(pids: set[int]) -> set[int]:
+        # uvicorn's supervisor replaces a worker that misses its health check (a slow start
+        # on a loaded machine): only workers still running count.
+        return pids & set(_children(server_pid))
+
     accepted: set[int] = set()
-    deadline = time.monotonic() + 30
-    while len(accepted) < workers:  # every worker has accepted (and cached) both
-        assert time.monotonic() < deadline, f"only worker(s) {accepted} answered"
+    deadline = time.monotonic() + 60  # the second worker may still be starting
+    while len(live(accepted)) < workers:  # every worker has accepted (and cached) both
+        assert time.monotonic() < deadline, f"only worker(s) {live(accepted)} answered"
         pid, statuses = ask()
         assert statuses == {"bearer": 200, "cookie": 200}, (pid, statuses)
         accepted.add(pid)
+        time.sleep(0.005)
+    accepted = live(accepted)
 
     assert c.unsafe("DELETE", "/auth/sessions").status_code == 204  # log out everywhere
     revoked = time.monotonic()
     refused: dict[int, float] = {}  # worker -> seconds after the log out it was seen refusing
-    while set(refused) != accepted:
+    while len(accepted & refused.keys()) < workers:  # each worker that had cached them
         elapsed = time.monotonic() - revoked
-        assert elapsed < BOUND + 30, f"worker(s) {accepted - set(refused)} never asked again"
+        assert elapsed < BOUND + 30, (
+            f"worker(s) {accepted - refused.keys()} not seen refusing "
+            f"(still running: {live(accepted)})")
         pid, statuses = ask()
-        assert pid in accepted, (pid, accepted)
         if statuses == {"bearer": 401, "cookie": 401}:
             refused.setdefault(pid, elapsed)
         else:
+            assert pid in accepted, f"a worker that never saw them accepts: {statuses}"
             assert set(statuses.values()) <= {200, 401}, statuses
             assert pid not in refused, f"worker {pid} accepted again after refusing: {statuses}"
             assert elapsed < BOUND, f"worker {pid} still accepts after {elapsed:.3f} s: {statuses}"
