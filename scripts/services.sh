@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432, database "test") and Redis (127.0.0.1:6379) run.
-# With CI=true a service that cannot be started is an error, never a skip.
+# In CI (CI=1/true/yes/on, any case) a service that cannot be started is an error, never a skip.
 set -uo pipefail
+
+# The same rule as tests/conftest.py in_ci().
+in_ci() { case "$(printf '%s' "${CI:-}" | tr -d '[:space:]' | tr '[:upper:]' '[:lower:]')" in 1|true|yes|on) return 0;; *) return 1;; esac; }
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
@@ -20,7 +23,7 @@ fi
 status=0
 if pg_up; then echo "postgresql: up"; else echo "postgresql: DOWN"; status=1; fi
 if redis_up; then echo "redis: up"; else echo "redis: DOWN"; status=1; fi
-if [ "$status" -ne 0 ] && [ "${CI:-}" = "true" ]; then
+if [ "$status" -ne 0 ] && in_ci; then
   echo "services missing in CI: failing" >&2
   exit 1
 fi

@@ -3,6 +3,9 @@
 # Usage: scripts/test.sh [extra pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A full run is a CI run unless told otherwise (CI=0): a missing PostgreSQL, Redis, browser,
+# nginx or node then fails the run instead of quietly skipping its tests.
+export CI=${CI:-true}
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -190,9 +190,19 @@ def user(server: Server) -> tuple[str, str]:
     return server.new_user()
 
 
+#: The values of ``CI`` that mean "this is a CI run" (any case), as CI services set it
+#: (``true``) and as people type it (``1``, ``yes``). scripts/services.sh accepts the same.
+CI_TRUTHY = frozenset({"1", "true", "yes", "on"})
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run, where a missing service or tool fails instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() in CI_TRUTHY
+
+
 def _needs(what: str, exc: BaseException) -> None:
-    """A missing PostgreSQL/Redis: a failure in CI (``CI=true``), a skip elsewhere."""
-    if os.environ.get("CI") == "true":
+    """A missing PostgreSQL/Redis: a failure in CI (see :func:`in_ci`), a skip elsewhere."""
+    if in_ci():
         pytest.fail(f"{what} unreachable in CI: {exc}")
     pytest.skip(f"{what} unreachable: {exc}")
 

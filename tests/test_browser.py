@@ -7,7 +7,6 @@ Install the browser with ``scripts/install-browser.sh`` (apt; never ``playwright
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Route, expect, sync_playwright
 
-from tests.conftest import Server
+from tests.conftest import Server, in_ci
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +39,7 @@ EVIL = "evil.example"
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: run scripts/install-browser.sh (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     with sync_playwright() as p:

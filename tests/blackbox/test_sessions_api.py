@@ -188,10 +188,37 @@ def test_sess_20_max_sessions_evicts_least_recently_used(capped: Server) -> None
 
 
 def test_sess_20_cap_is_per_user(capped: Server) -> None:
-    mine = [signed_in(capped)[0] for _ in range(2)]
-    others = [signed_in(capped)[0] for _ in range(2)]
-    for client in mine + others:
-        assert me_status(client) == 200
+    """Two users each at the cap of 2 (one with a session and a token family, one with two
+    sessions): a further sign-in of one evicts only that user's least recently used entry.
+    The steps are 1 s apart, inside the 60 s last-seen write interval, so "least recently
+    used" is the order of sign-in."""
+    other, other_pw, _ = register(capped)
+    theirs = signed_in(capped, other, other_pw)[0]
+    capped.advance(1)
+    tok = capped.client().token(other, other_pw).json()
+    bearer = {"Authorization": f"Bearer {tok['access_token']}"}
+
+    def their_token_status() -> int:
+        return capped.client().get("/auth/me", headers=bearer).status_code
+
+    username, password, _ = register(capped)
+    capped.advance(1)
+    first = signed_in(capped, username, password)[0]
+    capped.advance(1)
+    second = signed_in(capped, username, password)[0]
+    assert [me_status(c) for c in (theirs, first, second)] == [200, 200, 200]
+    assert their_token_status() == 200
+    capped.advance(1)
+    third = signed_in(capped, username, password)[0]  # past the cap: mine, not theirs, goes
+    assert [me_status(c) for c in (first, second, third)] == [401, 200, 200]
+    assert len(listing(third)) == 2
+    assert me_status(theirs) == 200 and their_token_status() == 200
+    assert len(listing(theirs)) == 2
+    capped.advance(1)
+    again = signed_in(capped, other, other_pw)[0]  # and the other way round
+    assert me_status(theirs) == 401 and me_status(again) == 200
+    assert their_token_status() == 200
+    assert [me_status(c) for c in (second, third)] == [200, 200]
 
 
 def test_sess_17_password_change_revokes_others_and_rotates_own(server: Server) -> None:

@@ -4,7 +4,7 @@ PyJWT's ``PyJWKClient`` and Node's ``jose`` (panva). And the seed article's clie
 
 ``jose`` is installed with npm once into a temporary directory and cached under
 ``/tmp/authgate-node-jose`` (``AUTHGATE_NODE_JOSE_DIR`` overrides). When node or the
-install is unavailable the Node tests skip, except in CI (``CI=true``) where they fail.
+install is unavailable the Node tests skip, except in CI (``CI`` truthy) where they fail.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, in_ci
 from tests.tokens.forge import b64u, b64u_decode, segments
 
 JOSE_MAJOR = "6"
@@ -32,7 +32,7 @@ CACHE = Path(os.environ.get("AUTHGATE_NODE_JOSE_DIR", "/tmp/authgate-node-jose")
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"{reason} (required in CI)")
     pytest.skip(reason)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, free_port
+from tests.conftest import ROOT, Server, free_port, in_ci
 from tests.helpers import AuthClient
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -40,7 +40,7 @@ def nginx_stack(make_server: Callable[..., Server], tmp_path: Path
     """examples/nginx as configured there: nginx in front of authgate and the backend.
     Yields (nginx's origin, the authgate server)."""
     if not os.path.exists(NGINX):
-        if os.environ.get("CI") == "true":
+        if in_ci():
             pytest.fail("nginx is not installed (scripts/install-tools.sh)")
         pytest.skip("nginx is not installed")
     nginx_port, app_port = free_port(), free_port()

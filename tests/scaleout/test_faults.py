@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, free_port
+from tests.conftest import Server, free_port, in_ci
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
@@ -43,7 +43,7 @@ class PrivateRedis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 pytest.fail("redis-server is not installed")
             pytest.skip("redis-server is not installed")
         self.proc = subprocess.Popen(
@@ -75,7 +75,7 @@ class PrivatePostgres:
     def __init__(self) -> None:
         bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
         if not bins or os.geteuid() != 0:
-            if os.environ.get("CI") == "true":
+            if in_ci():
                 pytest.fail("PostgreSQL server binaries are not available")
             pytest.skip("PostgreSQL server binaries are not available")
         self.bin = Path(bins[-1])

@@ -18,6 +18,7 @@ import httpx
 import jwt
 import pytest
 
+from tests.blackbox.support import one_line_error
 from tests.conftest import Server
 from tests.helpers import AuthClient, cookie_attrs
 from tests.tokens.forge import b64u, segments
@@ -241,11 +242,22 @@ def test_role_scopes_string_form_from_environment(make_server: MakeServer) -> No
 
 
 def test_role_scopes_string_form_no_traceback(tmp_path: Path) -> None:
-    """The same string through the CLI: one clear line and a non-zero exit, or success;
-    never a traceback."""
+    """The same string through the CLI: accepted (exit 0, nothing on stderr); a malformed
+    one is exit 2 with one line naming the setting and the expected form; never a
+    traceback."""
     srv = Server(tmp_path, {"role_scopes": "admin=reports:read reports:write"})
+    done = srv.cli("users", "create", "rsadmin", "--password-stdin", "--role", "admin",
+                   input="role scopes string form password\n")
+    assert done.returncode == 0 and done.stderr == "", (done.returncode, done.stderr)
     done = srv.cli("users", "list")
-    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 0 and done.stderr == "", (done.returncode, done.stderr)
+    assert "rsadmin" in done.stdout
+    bad = Server(tmp_path, {"role_scopes": "admin reports:read"})  # no "="
+    done = bad.cli("users", "list")
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    one_line_error(done.stderr)
+    assert "AUTHGATE_ROLE_SCOPES" in done.stderr, done.stderr
+    assert "role=scope1 scope2;role2=scope3" in done.stderr, done.stderr
 
 
 def test_scopes_from_roles(make_server: MakeServer) -> None:

@@ -1,10 +1,9 @@
 """Engine fixtures, parametrised over every record backend (Litestar-style): the same tests
-run on SQLite and on PostgreSQL. In CI (``CI=true``) a missing PostgreSQL is a failure."""
+run on SQLite and on PostgreSQL. In CI (``CI`` truthy) a missing PostgreSQL is a failure."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from authgate.clock import ManualClock
 from authgate.engine import Engine
 from authgate.settings import Settings
-from tests.conftest import POSTGRES_URL, REDIS_URL
+from tests.conftest import POSTGRES_URL, REDIS_URL, in_ci
 
 EngineFactory = Callable[..., Awaitable[Engine]]
 
@@ -47,7 +46,7 @@ async def _drop_pg(url: str) -> None:
 
 
 def _unreachable(what: str, exc: BaseException) -> None:
-    if os.environ.get("CI") == "true":
+    if in_ci():
         pytest.fail(f"{what} unreachable in CI: {exc}")
     pytest.skip(f"{what} unreachable: {exc}")
 
