@@ -629,12 +629,14 @@ class Engine:
             self.hot.verified.put(token, claims)
         if claims["jti"] in self.hot.denied_jtis or claims.get("sid") in \
                 self.hot.revoked_families:
-            raise InvalidToken()
+            raise InvalidToken(reason="revoked")
         user = await self.get_user(claims["sub"])
-        if user is None or user.disabled or claims["iat"] < user.tokens_valid_after:
-            raise InvalidToken()
+        if user is None or user.disabled:
+            raise InvalidToken(reason="user disabled or deleted")
+        if claims["iat"] < user.tokens_valid_after:
+            raise InvalidToken(reason="issued before the user's cutoff")
         if tuple(claims.get("roles") or ()) != user.roles:  # issued before a role change
-            raise InvalidToken()
+            raise InvalidToken(reason="roles changed")
         scopes = tuple(claims.get("scope", "").split())
         csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
         return Principal(user=user, auth="token", scopes=scopes, claims=claims,

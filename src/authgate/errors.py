@@ -10,9 +10,11 @@ class AuthGateError(Exception):
     code = "error"
     status = 400
 
-    def __init__(self, detail: str = "") -> None:
+    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
         super().__init__(detail or self.__class__.__doc__ or self.code)
         self.detail = detail or (self.__class__.__doc__ or self.code).strip()
+        #: Why, for the server's log only: the client gets the same body for every reason.
+        self.reason = reason
 
 
 class ConfigError(AuthGateError):

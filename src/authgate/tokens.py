@@ -45,7 +45,7 @@ def strict_json(segment: str) -> Any:
     """Decode one base64url segment as JSON, refusing padding, other alphabets, invalid
     UTF-8, duplicate members and absurd nesting."""
     if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
-        raise InvalidToken()
+        raise InvalidToken(reason="malformed")
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         text = raw.decode("utf-8")
@@ -54,29 +54,29 @@ def strict_json(segment: str) -> Any:
         return json.loads(text, object_pairs_hook=_no_duplicates,
                           parse_constant=_no_constant)
     except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
-        raise InvalidToken() from None
+        raise InvalidToken(reason="malformed") from None
 
 
 def peek_header(token: str, keys: KeyRing) -> str:
     """Check the token's shape and header; return its ``kid`` (a known one)."""
     if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken()
+        raise InvalidToken(reason="malformed")
     parts = token.split(".")
     if len(parts) != 3 or not parts[2]:
-        raise InvalidToken()
+        raise InvalidToken(reason="malformed")
     header = strict_json(parts[0])
     if not isinstance(header, dict) or set(header) - _ALLOWED_HEADER:
-        raise InvalidToken()
+        raise InvalidToken(reason="header not allowed")
     if header.get("typ") != "at+jwt" or header.get("alg") != keys.alg:
-        raise InvalidToken()
+        raise InvalidToken(reason="wrong typ or alg")
     kid = header.get("kid")
     if not isinstance(kid, str) or keys.verifier(kid) is None:
-        raise InvalidToken()
+        raise InvalidToken(reason="unknown key")
     payload = strict_json(parts[1])
     if not isinstance(payload, dict):
-        raise InvalidToken()
+        raise InvalidToken(reason="malformed")
     if not _SEGMENT.match(parts[2]):
-        raise InvalidToken()
+        raise InvalidToken(reason="malformed")
     return kid
 
 
@@ -111,15 +111,19 @@ class AccessTokens:
         kid = peek_header(token, self.keys)
         key = self.keys.verifier(kid)
         if key is None or (key.drop_after is not None and key.drop_after <= now):
-            raise InvalidToken()  # unknown, or past its drop time though not reloaded yet
+            raise InvalidToken(reason="unknown key")  # or past its drop time, not reloaded yet
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key.verifier, algorithms=[self.keys.alg], audience=self.audience,
                 issuer=self.issuer,
                 options={"require": _REQUIRED_CLAIMS, "verify_exp": False,
                          "verify_iat": False, "verify_nbf": False})
+        except jwt.InvalidSignatureError:
+            raise InvalidToken(reason="bad signature") from None
+        except (jwt.InvalidIssuerError, jwt.InvalidAudienceError):
+            raise InvalidToken(reason="wrong issuer or audience") from None
         except (jwt.PyJWTError, ValueError, TypeError):
-            raise InvalidToken() from None
+            raise InvalidToken(reason="invalid claims") from None
         _check_claims(claims, now, self.leeway, self.ttl + self.leeway)
         return claims
 
@@ -136,21 +140,23 @@ def _check_claims(claims: dict[str, Any], now: float, leeway: int,
                   max_lifetime: float | None = None) -> None:
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf", 0)
     if not (_is_number(exp) and _is_number(iat) and _is_number(nbf)):
-        raise InvalidToken()
+        raise InvalidToken(reason="invalid times")
     assert exp is not None and iat is not None and nbf is not None
-    if now >= exp + leeway or iat > now + leeway + 1 or nbf > now + leeway:
-        raise InvalidToken()
+    if now >= exp + leeway:
+        raise InvalidToken(reason="expired")
+    if iat > now + leeway + 1 or nbf > now + leeway:
+        raise InvalidToken(reason="not yet valid")
     # We never issue a token living longer than ACCESS_TOKEN_TTL: one that does was not made
     # by this issuer's rules (a leaked key, a test key), and would outlive every rotation.
     if max_lifetime is not None and exp - iat > max_lifetime:
-        raise InvalidToken()
+        raise InvalidToken(reason="lives longer than ACCESS_TOKEN_TTL")
     for name in ("sub", "jti", "iss"):
         if not isinstance(claims.get(name), str):
-            raise InvalidToken()
+            raise InvalidToken(reason="invalid claims")
     if not isinstance(claims.get("scope", ""), str):
-        raise InvalidToken()
+        raise InvalidToken(reason="invalid claims")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise InvalidToken()
+        raise InvalidToken(reason="invalid claims")
     if "sid" in claims and not isinstance(claims["sid"], str):
-        raise InvalidToken()
+        raise InvalidToken(reason="invalid claims")

@@ -37,6 +37,7 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
     """The caller, or :class:`NotAuthenticated` / :class:`InvalidToken`; CSRF-checked when
     a cookie authenticates an unsafe method."""
     principal: Principal | None = None
+    refused: str | None = None  # why a credential that was sent did not count (for the log)
     if accept in ("any", "token"):
         token = bearer_token(conn)
         if token is not None:
@@ -45,15 +46,18 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
         if at_cookie:
             try:
                 principal = await engine.token_principal(at_cookie, via_cookie=True)
-            except InvalidToken:
+            except InvalidToken as exc:
                 if accept == "token":
                     raise
+                refused = f"access-token cookie: {exc.reason}"
     if principal is None and accept in ("any", "session"):
         value = get_cookie(conn, engine.cookie_names[0])
         if value:
             principal = await engine.session_principal(value)
+            if principal is None:
+                refused = "unknown, expired or revoked session"
     if principal is None:
-        raise NotAuthenticated()
+        raise NotAuthenticated(reason=refused)
     if csrf and principal.via_cookie and conn.scope.get("method") in UNSAFE_METHODS:
         check_csrf(conn, engine.settings, principal.csrf_token)  # type: ignore[arg-type]
     if principal.via_cookie and conn.scope["type"] == "websocket":

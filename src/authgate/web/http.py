@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,6 +28,7 @@ from authgate.models import SessionRecord
 from authgate.settings import Settings
 
 MAX_BODY = 64 * 1024
+refusals = logging.getLogger("authgate.refusals")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
@@ -56,7 +58,9 @@ class PrivateJSON(Response):
 
 def error_response(exc: AuthGateError, *, oauth: bool = False,
                    token_sent: bool = False) -> JSONResponse:
-    """The contract's error body (RFC 6749 §5.2 form for the OAuth endpoints)."""
+    """The contract's error body (RFC 6749 §5.2 form for the OAuth endpoints). A refused
+    credential or request is logged here with its reason (the client is not told it)."""
+    log_refusal(exc)
     body = ({"error": exc.code, "error_description": exc.detail} if oauth
             else {"error": exc.code, "detail": exc.detail})
     headers = dict(NO_STORE)
@@ -70,6 +74,16 @@ def error_response(exc: AuthGateError, *, oauth: bool = False,
     elif isinstance(exc, Throttled):
         headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(body, status_code=exc.status, headers=headers)
+
+
+def log_refusal(exc: AuthGateError) -> None:
+    """One INFO line per refused credential (401/403/429), with the reason when known and
+    the request id (from the logging filter); never the credential itself."""
+    if exc.status in (401, 403, 429) and (exc.reason or exc.status != 401):
+        # (a 401 without a reason is a request that sent no credential at all: not logged)
+        refusals.info("refused %s: %s", exc.code, exc.reason or exc.detail,
+                      extra={"code": exc.code, "status": exc.status,
+                             "reason": exc.reason or exc.code})
 
 
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
@@ -242,10 +256,10 @@ def check_origin(request: HTTPConnection, settings: Settings) -> None:
     """Refuse a cross-site request: ``Sec-Fetch-Site: cross-site`` or a foreign
     ``Origin`` (exact match, ``null`` refused)."""
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
-        raise CsrfError()
+        raise CsrfError(reason="Sec-Fetch-Site: cross-site")
     origin = request.headers.get("origin")
     if origin is not None and origin.rstrip("/") not in allowed_origins(settings):
-        raise CsrfError()
+        raise CsrfError(reason="wrong Origin")
 
 
 def check_csrf(request: Request, settings: Settings, expected: str | None,
@@ -255,5 +269,7 @@ def check_csrf(request: Request, settings: Settings, expected: str | None,
     check_origin(request, settings)
     if sent is None:
         sent = request.headers.get("x-csrf-token", "")
-    if not expected or not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise CsrfError()
+    if not sent:
+        raise CsrfError(reason="missing CSRF token")
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise CsrfError(reason="CSRF token mismatch")

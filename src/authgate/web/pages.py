@@ -29,6 +29,7 @@ from authgate.web.http import (
     clear_cookie,
     client_ip,
     get_cookie,
+    log_refusal,
     read_body,
     set_cookie,
     set_session_cookie,
@@ -133,14 +134,17 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         nonce = form_nonce(request, NONCE_TTL) or ""
         try:
             check_origin(request, s)
-        except CsrfError:  # cross-site: refused, with no cookie at all (a new nonce cookie
-            # would replace the one of the victim's open sign-in tab)
+        except CsrfError as exc:  # cross-site: refused, with no cookie at all (a new nonce
+            # cookie would replace the one of the victim's open sign-in tab)
+            log_refusal(exc)
             return login_form(request, "That sign-in came from another site and was "
                               "refused. Please sign in here.", 403, keep_nonce=nonce)
         try:
             check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))
-        except CsrfError:
+        except CsrfError as exc:
+            exc.reason = f"login form: {'no nonce cookie' if not nonce else exc.reason}"
+            log_refusal(exc)
             return login_form(request, "This form expired or came from another site. "
                               "Please try again.", 403)
         username = form.get("username", "")
@@ -149,9 +153,12 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                 username, form.get("password", ""), remember=form.get("remember") == "on",
                 ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
         except Throttled as exc:
+            log_refusal(exc)
             return login_form(request, "Too many attempts. Try again in "
                               f"{exc.retry_after} seconds.", 429, username)
-        except AuthGateError:
+        except AuthGateError as exc:
+            exc.reason = "login form: " + (exc.reason or exc.code)
+            log_refusal(exc)
             return login_form(request, "Invalid username or password.", 401, username)
         await engine.end_session(get_cookie(request, s.session_cookie))
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
@@ -193,7 +200,9 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         form = _form(await read_body(request))
         try:
             check_csrf(request, s, principal.csrf_token, sent=form.get("csrf_token", ""))
-        except CsrfError:
+        except CsrfError as exc:
+            exc.reason = f"account form: {exc.reason}"
+            log_refusal(exc)
             return render("message.html", 403, title="Request refused",
                           message="That request came from another site or an old page.")
         action = request.path_params["action"]
