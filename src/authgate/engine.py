@@ -38,6 +38,7 @@ from authgate.errors import (
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
+from authgate.localbus import PgNotifyBus, SocketBus
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
@@ -111,6 +112,13 @@ class Engine:
                                    settings.access_token_ttl, settings.token_leeway)
         self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
         self._gauges()
+        # Between processes without Redis, in milliseconds (the log stays the backstop).
+        self.socket_bus: SocketBus | None = None
+        self.notify_bus: PgNotifyBus | None = None
+        if self.db.sqlite_path is not None:
+            self.socket_bus = SocketBus(self.db.sqlite_path, self.hot.apply)
+        elif not self.db.is_sqlite:
+            self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply)
         self.redis: RedisBackend | None = None
         if settings.redis_url:
             from authgate.redis import RedisBackend, RedisThrottle
@@ -151,6 +159,10 @@ class Engine:
         await self.hot.start(self.settings.access_token_ttl)
         if self.redis is not None:
             await self.redis.start()
+        if self.socket_bus is not None:
+            self.socket_bus.start()
+        if self.notify_bus is not None:
+            self.notify_bus.start()
         if self.extra_claims is not None:
             probe = await self._extra_claims(User(id="probe", username="probe"))
             check_extra_claims(set(probe))
@@ -173,6 +185,10 @@ class Engine:
         await self.hot.stop()
         if self.redis is not None:
             await self.redis.stop()
+        if self.socket_bus is not None:
+            self.socket_bus.stop()
+        if self.notify_bus is not None:
+            await self.notify_bus.stop()
         await self.db.close()
         self._started = False
 
@@ -693,6 +709,8 @@ class Engine:
         configured; the database log, already written, reaches them regardless)."""
         for key in keys:
             self.hot.apply(key)
+        if self.socket_bus is not None:
+            self.socket_bus.publish(keys)  # PostgreSQL: pg_notify went with the log rows
         if self.redis is not None:
             await self.redis.publish(keys)
 

@@ -71,6 +71,10 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
+        #: The SQLite file (None for PostgreSQL and in-memory databases).
+        self.sqlite_path: Path | None = None
+        #: The URL for a driver connection of our own (asyncpg's spelling).
+        self.driver_url = self.url.replace("postgresql+asyncpg://", "postgresql://", 1)
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             path = self.url.split(":///", 1)[1] if ":///" in self.url else ""
@@ -79,6 +83,7 @@ class Database:
                 if not parent.is_dir():
                     raise ConfigError(f"database directory {parent} does not exist")
                 owner_only(Path(path).expanduser())
+                self.sqlite_path = Path(path).expanduser().resolve()
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,

@@ -13,6 +13,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from authgate.errors import UsernameTaken
+from authgate.localbus import CHANNEL, batches
 from authgate.models import SessionRecord, TokenFamily, User
 from authgate.store import schema as t
 from authgate.store.db import Database
@@ -352,6 +353,9 @@ class Records:
             await conn.execute(t.revocations.insert(), [
                 {"kind": k.split(":", 1)[0], "key": k.split(":", 1)[1], "at": now}
                 for k in keys])
+            if not self.db.is_sqlite:  # delivered at commit to every LISTENing process
+                for payload in batches(list(keys), 7000):
+                    await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
     async def revocations_after(self, last_id: int) -> list[tuple[int, str]]:
         async with self.db.read() as conn:
