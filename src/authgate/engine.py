@@ -47,7 +47,7 @@ from authgate.store import schema as t
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
 from authgate.store.records import Records, username_key
-from authgate.throttle import DbThrottle, ThrottleStore
+from authgate.throttle import DbThrottle, ThrottleStore, address_key
 from authgate.tokens import AccessTokens
 from authgate.webhooks import WebhookSender
 
@@ -250,9 +250,14 @@ class Engine:
         self.events.emit("user.created", user_id=user.id, actor=actor)
         return created
 
-    async def register(self, username: str, password: str) -> User:
+    async def register(self, username: str, password: str, *, ip: str | None = None) -> User:
+        """Open registration. ``ip``: the client's address, limited to
+        ``REGISTRATION_LIMIT`` per ``REGISTRATION_WINDOW`` (None: not from the network)."""
         if not self.settings.open_registration:
             raise RegistrationClosed()
+        if ip is not None:
+            await self._limit("reg", ip, self.settings.registration_limit,
+                              self.settings.registration_window)
         return await self.create_user(username, password, actor="user")
 
     async def get_user(self, user_id: str) -> User | None:
@@ -326,14 +331,24 @@ class Engine:
 
     # -- passwords and throttling ---------------------------------------------------------
 
-    async def check_password(self, username: Any, password: Any, ip: str) -> User:
+    async def check_password(self, username: Any, password: Any, ip: str, *,
+                             device: str | None = None) -> User:
         """The user these credentials name, or :class:`InvalidCredentials` (the same for an
         unknown user, a wrong password and a disabled user, in the same time), or
-        :class:`Throttled`."""
+        :class:`Throttled`. ``device``: the request's device cookie, if any.
+
+        The attempt is counted (reserved) before the password is hashed, so parallel
+        guesses cannot get past the lock; a success gives the reservation back."""
         if not isinstance(username, str) or not isinstance(password, str):
             raise InvalidCredentials()
         account = username_key(username)[:MAX_USERNAME_LENGTH] if username else ""
-        wait = await self.throttle.retry_after(account, ip)
+        found = None
+        counter = None
+        if device is not None and len(username) <= MAX_USERNAME_LENGTH:
+            found = await self.records.user_with_hash(username)
+            counter = self._device_counter(found[0].id, device) if found else None
+        address = address_key(ip)
+        wait = await self.throttle.reserve(account, address, counter)
         if wait:
             self.events.emit("sign_in.throttled", ip=ip, level=logging.WARNING,
                              account=_hash_for_log(account))
@@ -341,29 +356,55 @@ class Engine:
         if (len(password) > 4 * MAX_PASSWORD_LENGTH  # cheap bound before normalising
                 or len(normalize(password)) > MAX_PASSWORD_LENGTH
                 or len(username) > MAX_USERNAME_LENGTH):
-            await self.throttle.failed(account, ip)
             raise InvalidCredentials()
-        found = await self.records.user_with_hash(username)
+        if counter is None:
+            found = await self.records.user_with_hash(username)
         ok = await self.hasher.verify(found[1] if found else None, password)
         if not ok or found is None or found[0].disabled:
-            await self.throttle.failed(account, ip)
             self.events.emit("sign_in.failed", ip=ip, account=_hash_for_log(account),
-                             user_id=found[0].id if found else None)
+                             user_id=found[0].id if found else None,
+                             known_device=counter is not None)
             raise InvalidCredentials()
         user, stored = found
-        await self.throttle.succeeded(account)
+        await self.throttle.succeeded(account, address, counter)
         if self.hasher.needs_rehash(stored):
             await self.records.set_password_hash_if(user.id, stored,
                                                     await self.hasher.hash(password))
         return user
 
+    def device_cookie(self, user_id: str) -> str:
+        """A new device cookie value for a browser that just signed in as ``user_id``
+        (OWASP device cookies): ``<nonce>.<HMAC(user id, nonce)>``. It authenticates
+        nothing; it only gives that browser a login throttle counter of its own."""
+        nonce = secrets.token_urlsafe(16)
+        return f"{nonce}.{self.mac('device', f'{user_id}|{nonce}')}"
+
+    def _device_counter(self, user_id: str, value: str) -> str | None:
+        """The throttle key of a device cookie that is valid for ``user_id``, else None."""
+        nonce, sep, sig = value.partition(".")
+        if not sep or not nonce or len(value) > 128:
+            return None
+        expected = self.mac("device", f"{user_id}|{nonce}")
+        if not hmac.compare_digest(sig.encode(), expected.encode()):
+            return None
+        return hashlib.sha256(f"device|{user_id}|{nonce}".encode()).hexdigest()
+
+    async def _limit(self, bucket: str, ip: str, limit: int, window: int) -> None:
+        """Per-address limit of an unauthenticated write; :class:`Throttled` when over."""
+        wait = await self.throttle.hit(bucket, address_key(ip), limit, float(window))
+        if wait:
+            self.metrics.count("throttled", {"reg": "registration"}.get(bucket, bucket))
+            log.warning("request throttled", extra={"bucket": bucket, "ip": ip})
+            raise Throttled(int(wait), reason=f"{bucket} limit for this address")
+
     # -- sessions -------------------------------------------------------------------------
 
     async def login(self, username: Any, password: Any, *, remember: bool = False,
-                    ip: str = "", user_agent: str = "") -> tuple[str, SessionRecord, User]:
+                    ip: str = "", user_agent: str = "",
+                    device: str | None = None) -> tuple[str, SessionRecord, User]:
         """Check the password and start a new session. Returns (cookie value, record, user).
         Any session ID the client sent before is ignored: a new one is always made."""
-        user = await self.check_password(username, password, ip)
+        user = await self.check_password(username, password, ip, device=device)
         value, rec = await self._new_session(user, remember, ip, user_agent)
         self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
                          method="session", session_id=rec.id)
@@ -543,8 +584,9 @@ class Engine:
     # -- tokens ---------------------------------------------------------------------------
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
-                             ip: str = "", user_agent: str = "") -> TokenPair:
-        user = await self.check_password(username, password, ip)
+                             ip: str = "", user_agent: str = "",
+                             device: str | None = None) -> TokenPair:
+        user = await self.check_password(username, password, ip, device=device)
         granted = self._grant_scope(user, scope)
         now = self.clock.now()
         s = self.settings
@@ -670,9 +712,13 @@ class Engine:
         return base64.urlsafe_b64encode(
             hmac.new(self._csrf_key, msg, hashlib.sha256).digest()[:24]).decode()
 
-    async def revoke_token(self, token: Any) -> None:
+    async def revoke_token(self, token: Any, *, ip: str | None = None) -> None:
         """RFC 7009: revoke a refresh token (its family and that family's access tokens) or
-        an access token (its ``jti``). Unknown or invalid tokens are silently ignored."""
+        an access token (its ``jti``). Unknown or invalid tokens are silently ignored.
+        ``ip``: the client's address, limited to ``REVOKE_LIMIT`` per ``REVOKE_WINDOW``."""
+        if ip is not None:
+            await self._limit("rev", ip, self.settings.revoke_limit,
+                              self.settings.revoke_window)
         if not isinstance(token, str) or not token or len(token) > 8192:
             return
         now = self.clock.now()

@@ -91,8 +91,8 @@ class Throttled(AuthGateError):
     code = "too_many_requests"
     status = 429
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__()
+    def __init__(self, retry_after: int, *, reason: str | None = None) -> None:
+        super().__init__(reason=reason)
         self.retry_after = max(1, int(retry_after))
 
 

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     account_lock_threshold: int = Field(default=5, ge=1, le=10)
     ip_failure_limit: int = Field(default=50, ge=1, le=100)
     ip_failure_window: int = Field(default=15 * 60, ge=1)
+    device_cookie_ttl: int = Field(default=365 * 24 * 3600, ge=60)
+    registration_limit: int = Field(default=20, ge=1)
+    registration_window: int = Field(default=10 * 60, ge=1)
+    revoke_limit: int = Field(default=300, ge=1)
+    revoke_window: int = Field(default=10 * 60, ge=1)
 
     argon2_memory_kib: int = Field(default=19456, ge=19456)
     argon2_time_cost: int = Field(default=2, ge=2)
@@ -213,6 +218,11 @@ class Settings(BaseSettings):
     def refresh_cookie(self) -> str:
         """The refresh-token cookie's name (``__Secure-``: its path is /auth/token)."""
         return f"{'__Secure-' if self.cookie_secure else ''}authgate-rt"
+
+    @property
+    def device_cookie(self) -> str:
+        """The device cookie's name (login throttling of a known browser; not a credential)."""
+        return f"{self.cookie_prefix}authgate-device"
 
     def scopes_for(self, roles: list[str]) -> list[str]:
         """Every scope the given roles grant (a role grants its own name unless mapped)."""

@@ -17,6 +17,7 @@ from tests.blackbox.support import (
     signed_in,
 )
 from tests.conftest import Server
+from tests.helpers import cookie_attrs
 
 # The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
 ALL_BACKENDS = True
@@ -147,11 +148,19 @@ def test_sess_13_logout_destroys_session_and_clears_cookie(server: Server) -> No
     assert again.unsafe("POST", "/auth/logout").status_code == 401
 
 
-def test_sess_23_logout_sends_clear_site_data(server: Server) -> None:
+def test_sess_23_logout_clears_the_credential_cookies(server: Server) -> None:
+    """Logout clears each credential cookie by name, not with ``Clear-Site-Data:
+    "cookies"``, which would also wipe the device cookie (login throttling of a known
+    browser) and every other cookie of the site."""
     c, _, _ = signed_in(server)
+    device = "__Host-authgate-device"
+    assert c.jar.get(device)
     r = c.unsafe("POST", "/auth/logout")
     assert r.status_code == 204
-    assert '"cookies"' in r.headers.get("clear-site-data", "")
+    assert '"cookies"' not in r.headers.get("clear-site-data", "")
+    assert session_cookie_attrs(r, c.session_cookie)["value"] == ""
+    assert cookie_attrs(r, device) is None
+    assert c.jar.get(device)
     assert "no-store" in r.headers.get("cache-control", "")
 
 

@@ -220,12 +220,14 @@ def _trusted(host: str, proxies: tuple[str, ...]) -> bool:
 
 def client_ip(request: Request, settings: Settings) -> str:
     """The peer address; ``X-Forwarded-For`` only when the peer is a trusted proxy, taking
-    the right-most address that is not itself a trusted proxy."""
+    the right-most address that is not itself a trusted proxy. Several header lines are one
+    list, in order (RFC 9110 §5.3): a proxy that appends a line of its own (HAProxy) is
+    read, not the line the client wrote."""
     peer = request.client.host if request.client else ""
     proxies = tuple(settings.trusted_proxies)
     if not proxies or not _trusted(peer, proxies):
         return peer
-    forwarded = request.headers.get("x-forwarded-for", "")
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
         if not _trusted(hop, proxies):
             try:

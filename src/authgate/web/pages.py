@@ -34,7 +34,7 @@ from authgate.web.http import (
     set_cookie,
     set_session_cookie,
 )
-from authgate.web.router import iso
+from authgate.web.router import iso, set_device_cookie
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -149,9 +149,10 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                               "Please try again.", 403)
         username = form.get("username", "")
         try:
-            value, rec, _user = await engine.login(
+            value, rec, user = await engine.login(
                 username, form.get("password", ""), remember=form.get("remember") == "on",
-                ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
+                ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
+                device=get_cookie(request, s.device_cookie))
         except Throttled as exc:
             log_refusal(exc)
             return login_form(request, "Too many attempts. Try again in "
@@ -164,6 +165,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
         set_session_cookie(response, s, value, rec)
+        set_device_cookie(response, engine, user.id)
         clear_cookie(response, login_cookie, secure=s.cookie_secure)
         return response
 
@@ -221,8 +223,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return render("message.html", 404, title="Not found", message="No such action.")
 
     def _logged_out(settings: Any) -> Response:
-        response = RedirectResponse("/login", status_code=303,
-                                    headers={"Clear-Site-Data": '"cookies"'})
+        response = RedirectResponse("/login", status_code=303)
         clear_cookie(response, settings.session_cookie, secure=settings.cookie_secure)
         return response
 

@@ -87,6 +87,14 @@ def user_json(user: User) -> dict[str, Any]:
             "created_at": iso(user.created_at)}
 
 
+def set_device_cookie(response: Response, engine: Engine, user_id: str) -> None:
+    """After a successful sign-in: a new device cookie (login throttling of a known browser,
+    see :meth:`Engine.device_cookie`), long-lived, HttpOnly, SameSite=Strict."""
+    s = engine.settings
+    set_cookie(response, s.device_cookie, engine.device_cookie(user_id),
+               secure=s.cookie_secure, max_age=s.device_cookie_ttl, samesite="strict")
+
+
 def _body(schema: dict[str, Any], form: bool = False) -> dict[str, Any]:
     content = {"application/json": {"schema": schema}}
     if form:
@@ -132,7 +140,8 @@ def build_router(engine: Engine) -> APIRouter:
     async def register(request: Request) -> Response:
         data = await read_params(request)
         check_fields(data, {"username", "password"}, {"username", "password"})
-        user = await engine.register(data["username"], data["password"])
+        user = await engine.register(data["username"], data["password"],
+                                     ip=client_ip(request, s))
         return JSONResponse(user_json(user), status_code=201, headers=NO_STORE)
 
     @router.post("/auth/login", openapi_extra=_body(LOGIN),
@@ -146,19 +155,20 @@ def build_router(engine: Engine) -> APIRouter:
             raise BadRequest("remember must be true or false")
         value, rec, user = await engine.login(
             data["username"], data["password"], remember=remember,
-            ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""))
+            ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
+            device=get_cookie(request, s.device_cookie))
         await engine.end_session(get_cookie(request, s.session_cookie))
         response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
                                 headers=NO_STORE)
         set_session_cookie(response, s, value, rec)
+        set_device_cookie(response, engine, user.id)
         return response
 
     @router.post("/auth/logout", status_code=204, summary="End the current session")
     async def logout(request: Request) -> Response:
         principal = await authenticate(engine, request)
         await engine.logout(principal)
-        response = Response(status_code=204, headers={**NO_STORE,
-                                                      "Clear-Site-Data": '"cookies"'})
+        response = Response(status_code=204, headers=NO_STORE)
         clear_sent_cookies(request, response)
         return response
 
@@ -190,8 +200,7 @@ def build_router(engine: Engine) -> APIRouter:
     async def revoke_all(request: Request) -> Response:
         principal = await authenticate(engine, request)
         await engine.logout_everywhere(principal.user)
-        response = Response(status_code=204, headers={**NO_STORE,
-                                                      "Clear-Site-Data": '"cookies"'})
+        response = Response(status_code=204, headers=NO_STORE)
         clear_sent_cookies(request, response)
         return response
 
@@ -233,7 +242,8 @@ def build_router(engine: Engine) -> APIRouter:
                 raise InvalidRequest("username and password are required")
             pair = await engine.password_grant(
                 data["username"], data["password"], data.get("scope"), ip=ip,
-                user_agent=request.headers.get("user-agent", ""))
+                user_agent=request.headers.get("user-agent", ""),
+                device=get_cookie(request, s.device_cookie))
         elif grant == "refresh_token":
             refresh = data.get("refresh_token")
             if refresh is None:
@@ -250,7 +260,10 @@ def build_router(engine: Engine) -> APIRouter:
             raise InvalidRequest("grant_type is required")
         else:
             raise UnsupportedGrantType()
-        return token_response(pair, cookie)
+        response = token_response(pair, cookie)
+        if grant == "password":
+            set_device_cookie(response, engine, pair.claims["sub"])
+        return response
 
     def token_response(pair: TokenPair, cookie: bool) -> Response:
         body: dict[str, Any] = {"token_type": "Bearer", "expires_in": pair.expires_in,
@@ -273,7 +286,7 @@ def build_router(engine: Engine) -> APIRouter:
         check_fields(data, {"token", "token_type_hint", "client_id"})
         if not isinstance(data.get("token"), str) or not data["token"]:
             raise InvalidRequest("token is required")
-        await engine.revoke_token(data["token"])
+        await engine.revoke_token(data["token"], ip=client_ip(request, s))
         return Response(status_code=200, headers=NO_STORE)
 
     router.add_api_route("/auth/verify", hot["/auth/verify"], methods=["GET"],
