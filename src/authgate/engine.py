@@ -115,10 +115,11 @@ class Engine:
         # Between processes without Redis, in milliseconds (the log stays the backstop).
         self.socket_bus: SocketBus | None = None
         self.notify_bus: PgNotifyBus | None = None
+        delay = self.metrics.revocation_delay.observe
         if self.db.sqlite_path is not None:
-            self.socket_bus = SocketBus(self.db.sqlite_path, self.hot.apply)
+            self.socket_bus = SocketBus(self.db.sqlite_path, self.hot.apply, delay)
         elif not self.db.is_sqlite:
-            self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply)
+            self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply, delay)
         self.redis: RedisBackend | None = None
         if settings.redis_url:
             from authgate.redis import RedisBackend, RedisThrottle

@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,9 +37,11 @@ MAX_DATAGRAM = 60_000
 class SocketBus:
     """Unix datagram sockets in ``<db file>.bus/``."""
 
-    def __init__(self, db_path: Path, apply: Callable[[str], None]) -> None:
+    def __init__(self, db_path: Path, apply: Callable[[str], None],
+                 delay: Callable[[float], None] | None = None) -> None:
         self.dir = Path(f"{db_path}.bus")
         self.apply = apply
+        self.delay = delay
         self.sock: socket.socket | None = None
         self.path: Path | None = None
 
@@ -66,9 +69,7 @@ class SocketBus:
                 return
             except OSError:
                 return
-            for key in data.decode("utf-8", "replace").split("\n"):
-                if key:
-                    self.apply(key)
+            receive(data.decode("utf-8", "replace"), self.apply, self.delay)
 
     def publish(self, keys: list[str]) -> None:
         """Tell every other process on this database (no waiting: a full or dead peer is
@@ -111,9 +112,11 @@ class PgNotifyBus:
     """One ``LISTEN`` connection per process; the sending side is ``pg_notify`` inside the
     revocation's own transaction (``Records._log``)."""
 
-    def __init__(self, url: str, apply: Callable[[str], None]) -> None:
+    def __init__(self, url: str, apply: Callable[[str], None],
+                 delay: Callable[[float], None] | None = None) -> None:
         self.url = url
         self.apply = apply
+        self.delay = delay
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -127,9 +130,7 @@ class PgNotifyBus:
             self._task = None
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        for key in payload.split("\n"):
-            if key:
-                self.apply(key)
+        receive(payload, self.apply, self.delay)
 
     async def _listen(self) -> None:
         import asyncpg  # type: ignore[import-untyped]
@@ -152,18 +153,32 @@ class PgNotifyBus:
                         await conn.close(timeout=1)
 
 
+def receive(payload: str, apply: Callable[[str], None],
+            delay: Callable[[float], None] | None) -> None:
+    """Apply one message: ``@<sent at>`` then one revocation key per line."""
+    for line in payload.split("\n"):
+        if line.startswith("@"):
+            if delay is not None:
+                with contextlib.suppress(ValueError):
+                    delay(max(0.0, time.time() - float(line[1:])))
+        elif line:
+            apply(line)
+
+
 def batches(keys: list[str], limit: int) -> list[str]:
     """``keys`` joined by newlines in pieces of at most ``limit`` bytes (a datagram, or a
-    ``pg_notify`` payload, which PostgreSQL caps at 8000 bytes)."""
+    ``pg_notify`` payload, which PostgreSQL caps at 8000 bytes), each starting with the
+    time it was sent (``@<epoch seconds>``: the receiver measures the delay)."""
+    stamp = f"@{time.time():.6f}"
     out: list[str] = []
-    current: list[str] = []
-    size = 0
+    current: list[str] = [stamp]
+    size = len(stamp)
     for key in keys:
-        if current and size + len(key) + 1 > limit:
+        if len(current) > 1 and size + len(key) + 1 > limit:
             out.append("\n".join(current))
-            current, size = [], 0
+            current, size = [stamp], len(stamp)
         current.append(key)
         size += len(key) + 1
-    if current:
+    if len(current) > 1:
         out.append("\n".join(current))
     return out

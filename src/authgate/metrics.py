@@ -11,7 +11,8 @@ Catalogue (also in the README):
 * ``authgate_refreshes_total{outcome}`` — ``rotated``, ``reuse``, ``invalid``
 * ``authgate_throttled_total{what}`` — requests refused by a throttle
 * ``authgate_cache_lookups_total{cache,result}`` — session/token cache ``hit``/``miss``
-* ``authgate_revocation_delay_seconds`` — histogram: revocation written → applied here
+* ``authgate_revocation_delay_seconds`` — histogram: a revocation sent by another process
+  (socket bus or LISTEN/NOTIFY) → applied here
 * ``authgate_request_duration_seconds{route}`` — histogram by route
 * ``authgate_password_hash_waiting`` — Argon2 jobs waiting for a slot
 * ``authgate_outbox_pending{outbox}`` — webhook deliveries not yet accepted
@@ -118,7 +119,7 @@ class Metrics(Collector):
                                   "Request latency by route", "route")
         yield self.revocation_delay.family(
             "authgate_revocation_delay_seconds",
-            "Time from a revocation being written to it being applied in this process", None)
+            "Time from another process sending a revocation to it being applied here", None)
         for name, read in sorted(self.gauges.items()):
             yield GaugeMetricFamily(f"authgate_{name}", name.replace("_", " "), value=read())
         for name, (label, read_many) in sorted(self.labelled_gauges.items()):

@@ -80,3 +80,7 @@ def test_instances_on_postgresql_without_redis_learn_it_by_notify(
         delays.append(sent)
     # A 1 s poll alone gives a median near 0.5 s; NOTIFY at commit, a few milliseconds.
     assert sorted(delays)[2] < 0.1, delays
+    metrics = httpx.get(f"{b.url}/metrics").text  # B measured what it was sent
+    count = [line for line in metrics.splitlines()
+             if line.startswith("authgate_revocation_delay_seconds_count")]
+    assert count and float(count[0].split()[-1]) >= 5, count
