@@ -116,7 +116,10 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
                                    workers=workers, access_log=False, log_level="warning",
                                    log_config=None,  # authgate.logs formats every line
                                    proxy_headers=False, server_header=False,
-                                   timeout_graceful_shutdown=5)
+                                   timeout_graceful_shutdown=5,
+                                   # A worker busy starting up on a loaded machine is not
+                                   # dead: uvicorn's 5 s default replaced them in a loop.
+                                   timeout_worker_healthcheck=30)
     server = uvicorn.Server(server_config)
     if workers > 1:
         from uvicorn.supervisors import Multiprocess
