@@ -152,7 +152,10 @@ def test_positive_control_forged_with_server_key(ctx: Ctx) -> None:
     """A correctly formed token signed with the server's key is accepted: so every refusal
     below is caused by the one defect each test adds."""
     assert_accepted(ctx, ctx.forger.token())
-    assert_accepted(ctx, ctx.forger.token(claims=ctx.forger.claims(sub=ctx.admin_id)),
+    # A token carries its user's roles as they are now (an old roles claim means the token
+    # predates a role change, and is refused).
+    assert_accepted(ctx, ctx.forger.token(claims=ctx.forger.claims(sub=ctx.admin_id,
+                                                                   roles=["admin"])),
                     ctx.admin_id)
 
 

@@ -29,7 +29,7 @@ def test_json_logs_every_line_parses_and_carries_the_request_id(
         assert r.status_code == 401
         rid = r.headers["x-request-id"]
         assert eventually(lambda: any(e.get("request_id") == rid and
-                                      e.get("event") == "login_failed"
+                                      e.get("event") == "sign_in.failed"
                                       for e in json_lines(srv)), 5)
     entries = json_lines(srv)  # raises on any line that is not JSON
     assert entries and all({"timestamp", "level", "logger", "message", "request_id"} <= set(e)
