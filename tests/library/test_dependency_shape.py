@@ -81,7 +81,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, AuthGate]]:
 
 
 def test_issue15_any_user_takes_either_credential(client: tuple[TestClient, AuthGate]) -> None:
-    c, gate = client
+    c, _gate = client
     password = "a long enough passphrase"
     assert c.post("/auth/register", json={"username": "dora",
                                           "password": password}).status_code == 201
