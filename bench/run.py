@@ -12,7 +12,10 @@ Stacks: authgate (``authgate serve``, SQLite, user made with ``authgate users cr
 express-seed (``npm ci``; ``node server.js``), fastapi-users, Litestar, and the bare
 Starlette floor (each in its own venv, ``uvicorn --loop uvloop --http httptools --workers 1
 --no-access-log``). Peers are copied from /work/shared/peers and installed once into
-/tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that.
+/tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that. Embedded stacks
+(authgate's venv, bench/embedded_app.py): ``fastapi-embed`` (``/open``, ``Depends(gate.…)``
+routes and the pre-issue-15 dependency shape as ``before-*``), ``starlette-embed`` (a Starlette
+app's ``/open``) and ``starlette-mw`` (the same app with ``AuthGateMiddleware``).
 
 Endpoints: ``bare`` (peers ``/public``; authgate ``/healthz``, a computed JSON answer),
 ``unauth`` (authgate ``/.well-known/jwks.json``: its unauthenticated route with no database
@@ -23,7 +26,8 @@ hit), ``session`` (peers ``/home``; authgate ``GET /auth/me`` with the cookie), 
 memory per cached session (server RSS before/after N sessions are made through the engine in
 a separate process and loaded by one ``GET /auth/me`` each).
 
-``--smoke``: ~1 s cells, 1 round, authgate and the Starlette floor only (run from authgate's
+``--smoke``: ~1 s cells, 1 round, authgate, the Starlette floor and the embedded apps
+(``fastapi-embed``, ``starlette-mw``; no ``before-*`` cells) only (run from authgate's
 own venv: no installs), 2,000 sessions; exits non-zero when a server fails to start or a
 protected request (or any authgate request) is not 2xx. Full results go to
 bench/results/latest.md and latest.png; smoke results to bench/results/raw/.
