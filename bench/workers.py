@@ -202,7 +202,8 @@ def report(tput: dict[str, Any] | None, revoke: dict[str, dict[str, Any]], worke
                   f"{os.cpu_count()}-core machine wrk runs on the same cores as the workers "
                   "(and so does anything else running): read *server cores busy* for how much "
                   "CPU the server got, and *server CPU µs / request* for whether a worker got "
-                  "slower with company (it should not: workers share nothing per request).", ""]
+                  "slower with company (workers share nothing per request, but two vCPUs may "
+                  "be the two hyperthreads of one core, and they share its caches).", ""]
         rows = []
         for kind in ("session", "bearer"):
             one = tput["cells"][1].get(kind, [])
@@ -210,12 +211,15 @@ def report(tput: dict[str, Any] | None, revoke: dict[str, dict[str, Any]], worke
             for n, cells in ((1, one), (workers, many)):
                 def m(key: str, cells: list[dict[str, Any]] = cells) -> float:
                     return bl.median(c[key] for c in cells)
+                per_round = ", ".join(f"{c['rps'] / o['rps']:.2f}×"
+                                      for c, o in zip(cells, one, strict=False))
                 rows.append([kind, str(n), bl.fmt_int(m("rps")),
-                             (f"{m('rps') / bl.median(c['rps'] for c in one):.2f}×"
-                              if n != 1 and one else "1.00×"),
+                             (f"{m('rps') / bl.median(c['rps'] for c in one):.2f}× "
+                              f"({per_round})" if n != 1 and one else "1.00×"),
                              bl.fmt_ms(m("p99_ms")), f"{m('server_cores'):.2f}",
                              f"{m('server_us_per_req'):.0f}", f"{m('wrk_cores'):.2f}"])
-        lines += [bl.md_table(["credential", "workers", "req/s", "÷ 1 worker", "p99 ms",
+        lines += [bl.md_table(["credential", "workers", "req/s", "÷ 1 worker (per round)",
+                               "p99 ms",
                                "server cores busy", "server CPU µs / request",
                                "wrk cores busy"], rows, "lrrrrrrr"), ""]
         if tput["errors"]:
@@ -263,7 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,pg-redis")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", type=Path, default=bl.RESULTS / "workers.md")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the .md from the last run's raw JSON")
     args = parser.parse_args(argv)
+    if args.report_only:
+        raw = json.loads((bl.RESULTS / "raw" / f"{args.out.stem}.json").read_text())
+        tput = raw["throughput"]
+        if tput:
+            tput["cells"] = {int(k): v for k, v in tput["cells"].items()}
+            args.workers = max(tput["cells"])
+        args.out.write_text(report(tput, raw["revocation"], args.workers, raw["info"], args,
+                                   raw.get("command", "python bench/workers.py")))
+        print(f"wrote {args.out}")
+        return 0
     info = bl.machine_info()
     scratch = Path(tempfile.mkdtemp(prefix="authgate-workers-"))
     failed = False
@@ -289,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report(tput, revoke, args.workers, info, args, command.strip()))
     bl.write_json(bl.RESULTS / "raw" / f"{args.out.stem}.json",
-                  {"info": info, "throughput": tput, "revocation": revoke})
+                  {"info": info, "throughput": tput, "revocation": revoke,
+                   "command": command.strip()})
     if failed:
         bl.log(f"server logs kept in {scratch}")
     else:
