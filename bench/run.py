@@ -64,7 +64,9 @@ ENDPOINT_LABEL = {
     "before-session": "embedded FastAPI only: the dependency shape before issue 15 (a "
                       "closure behind the scheme objects), cookie",
     "before-bearer": "the same, Bearer",
-    "before-scoped": "the same with the scope check, Bearer",
+    "before-scoped": "the old token-only chain (`via=\"token\"`, two resolutions) with the "
+                     "scope check, Bearer (the old `gate.user(scopes=…)` default, "
+                     "`via=\"any\"`, had a third)",
     "login": "login: `POST /login` / `POST /auth/login` JSON, 4 connections",
 }
 PROTECTED = {"session", "bearer", "any", "scoped", "before-session", "before-bearer",
