@@ -372,9 +372,12 @@ def md_table(header: list[str], rows: list[list[str]], align: str | None = None)
 
 
 def create_user(env: Mapping[str, str], username: str = "alice",
-                password: str = PASSWORD, cwd: Path | None = None) -> None:
+                password: str = PASSWORD, cwd: Path | None = None,
+                roles: Iterable[str] = ()) -> None:
     """``authgate users create USERNAME --password-stdin`` (also migrates the database)."""
-    proc = subprocess.run([str(AUTHGATE), "users", "create", username, "--password-stdin"],
+    role_args = [a for r in roles for a in ("--role", r)]
+    proc = subprocess.run([str(AUTHGATE), "users", "create", username, "--password-stdin",
+                           *role_args],
                           input=password, text=True, capture_output=True, env=dict(env),
                           cwd=cwd, check=False, timeout=120)
     if proc.returncode != 0:

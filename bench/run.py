@@ -12,7 +12,10 @@ Stacks: authgate (``authgate serve``, SQLite, user made with ``authgate users cr
 express-seed (``npm ci``; ``node server.js``), fastapi-users, Litestar, and the bare
 Starlette floor (each in its own venv, ``uvicorn --loop uvloop --http httptools --workers 1
 --no-access-log``). Peers are copied from /work/shared/peers and installed once into
-/tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that.
+/tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that. Embedded stacks
+(authgate's venv, bench/embedded_app.py): ``fastapi-embed`` (``/open``, ``Depends(gate.…)``
+routes and the pre-issue-15 dependency shape as ``before-*``), ``starlette-embed`` (a Starlette
+app's ``/open``) and ``starlette-mw`` (the same app with ``AuthGateMiddleware``).
 
 Endpoints: ``bare`` (peers ``/public``; authgate ``/healthz``, a computed JSON answer),
 ``unauth`` (authgate ``/.well-known/jwks.json``: its unauthenticated route with no database
@@ -23,7 +26,8 @@ hit), ``session`` (peers ``/home``; authgate ``GET /auth/me`` with the cookie), 
 memory per cached session (server RSS before/after N sessions are made through the engine in
 a separate process and loaded by one ``GET /auth/me`` each).
 
-``--smoke``: ~1 s cells, 1 round, authgate and the Starlette floor only (run from authgate's
+``--smoke``: ~1 s cells, 1 round, authgate, the Starlette floor and the embedded apps
+(``fastapi-embed``, ``starlette-mw``; no ``before-*`` cells) only (run from authgate's
 own venv: no installs), 2,000 sessions; exits non-zero when a server fails to start or a
 protected request (or any authgate request) is not 2xx. Full results go to
 bench/results/latest.md and latest.png; smoke results to bench/results/raw/.
@@ -48,15 +52,25 @@ from typing import Any
 import benchlib as bl
 from benchlib import BenchError, Server, WrkResult
 
-ENDPOINTS = ["bare", "unauth", "session", "bearer", "login"]
+ENDPOINTS = ["bare", "unauth", "session", "bearer", "any", "scoped", "before-session",
+             "before-bearer", "before-scoped", "login"]
 ENDPOINT_LABEL = {
     "bare": "bare: peers `GET /public`, authgate `GET /healthz` (computed JSON, no I/O)",
     "unauth": "unauthenticated, no DB: authgate `GET /.well-known/jwks.json`",
     "session": "session: peers `GET /home`, authgate `GET /auth/me` + cookie",
     "bearer": "bearer EdDSA: peers `GET /dashboard-eddsa`, authgate `GET /auth/me` + Bearer",
+    "any": "embedded FastAPI only: `Depends(gate.any_user)` + cookie",
+    "scoped": "embedded FastAPI only: `Depends(gate.user(scopes=[\"reports:read\"]))` + Bearer",
+    "before-session": "embedded FastAPI only: the dependency shape before issue 15 (a "
+                      "closure behind the scheme objects), cookie",
+    "before-bearer": "the same, Bearer",
+    "before-scoped": "the old token-only chain (`via=\"token\"`, two resolutions) with the "
+                     "scope check, Bearer (the old `gate.user(scopes=…)` default, "
+                     "`via=\"any\"`, had a third)",
     "login": "login: `POST /login` / `POST /auth/login` JSON, 4 connections",
 }
-PROTECTED = {"session", "bearer"}
+PROTECTED = {"session", "bearer", "any", "scoped", "before-session", "before-bearer",
+             "before-scoped"}
 
 
 @dataclass
@@ -168,6 +182,7 @@ class Stack:
 
     def __init__(self, scratch: Path) -> None:
         self.scratch = scratch
+        self.smoke = False
 
     def prepare_install(self) -> None:
         """Install what the stack needs (once per run)."""
@@ -212,6 +227,86 @@ class Authgate(Stack):
     def versions(self) -> str:
         found = bl.package_version(bl.VENV_PY, "authgate", "uvicorn", "starlette", "fastapi")
         return ", ".join(f"{k} {v}" for k, v in found.items())
+
+
+class Embedded(Stack):
+    """authgate inside the user's own app (bench/embedded_app.py, authgate's venv), served
+    like the peers (``uvicorn --workers 1``); its bare route is the same app's ``/open``."""
+
+    app = ""
+
+    def server(self, round_no: int) -> Server:
+        work = Path(tempfile.mkdtemp(prefix=f"{self.key}-r{round_no}-", dir=self.scratch))
+        env = bl.clean_env(AUTHGATE_DATABASE_URL=f"sqlite:///{work}/bench.db",
+                           PYTHONPATH=str(bl.BENCH))
+        bl.create_user(env, cwd=work, roles=["reports:read"])
+        port = bl.free_port()
+        cmd = [str(bl.VENV / "bin" / "uvicorn"), f"embedded_app:{self.app}", "--host",
+               "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+               "--workers", "1", "--no-access-log", "--log-level", "warning"]
+        return Server(self.key, cmd, port, env, work, work / f"{self.key}.log",
+                      ready_path="/open")
+
+    def credentials(self, server: Server) -> tuple[str, str]:
+        """(``name=value`` of the session cookie, access token)."""
+        creds = {"username": self.login_user, "password": self.login_password}
+        status, headers, body = bl.post_json(server.url + "/auth/login", creds)
+        cookies = bl.set_cookies(headers)
+        if status != 200 or not cookies:
+            raise BenchError(f"{self.key}: POST /auth/login answered {status} {body[:200]!r}")
+        name = next(k for k in cookies if k.endswith("authgate"))
+        return f"{name}={cookies[name]}", bl.authgate_token(server.url)
+
+    def versions(self) -> str:
+        found = bl.package_version(bl.VENV_PY, "authgate", "fastapi", "starlette", "uvicorn")
+        return ", ".join(f"{k} {v}" for k, v in found.items()) + " (authgate's venv)"
+
+
+class EmbeddedFastapi(Embedded):
+    key = "fastapi-embed"
+    label = "authgate in a FastAPI app (`Depends(gate.…)`)"
+    app = "fastapi_app"
+    login_password = bl.PASSWORD
+
+    def cells(self, server: Server) -> dict[str, Cell]:
+        cookie, token = self.credentials(server)
+        return {
+            "bare": Cell("/open"),
+            "session": Cell("/session", {"Cookie": cookie}),
+            "bearer": Cell("/bearer", {"Authorization": f"Bearer {token}"}),
+            "any": Cell("/any", {"Cookie": cookie}),
+            "scoped": Cell("/scoped", {"Authorization": f"Bearer {token}"}),
+            **({} if self.smoke else {
+                "before-session": Cell("/before/session", {"Cookie": cookie}),
+                "before-bearer": Cell("/before/bearer", {"Authorization": f"Bearer {token}"}),
+                "before-scoped": Cell("/before/scoped", {"Authorization": f"Bearer {token}"}),
+            }),
+        }
+
+
+class EmbeddedStarlette(Embedded):
+    key = "starlette-embed"
+    label = "Starlette app without authgate's middleware (its `/open`)"
+    app = "starlette_app"
+    login_password = bl.PASSWORD
+
+    def cells(self, server: Server) -> dict[str, Cell]:
+        return {"bare": Cell("/open")}
+
+
+class EmbeddedStarletteMw(Embedded):
+    key = "starlette-mw"
+    label = "the same Starlette app with `AuthGateMiddleware` (`@requires`, `request.user`)"
+    app = "starlette_mw"
+    login_password = bl.PASSWORD
+
+    def cells(self, server: Server) -> dict[str, Cell]:
+        cookie, token = self.credentials(server)
+        return {
+            "bare": Cell("/open"),
+            "session": Cell("/session", {"Cookie": cookie}),
+            "bearer": Cell("/bearer", {"Authorization": f"Bearer {token}"}),
+        }
 
 
 class Peer(Stack):
@@ -523,10 +618,61 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
         p99 = med(run, "authgate", endpoint, "p99_ms")
         out.append((f"{endpoint} p99 ≤ 20 ms at 32 connections", f"{p99:.1f} ms",
                     "PASS" if p99 <= 20 else "FAIL"))
+    for key, endpoint, need, base_key in (
+            ("fastapi-embed", "session", 0.9, "fastapi-embed"),
+            ("fastapi-embed", "bearer", 0.9, "fastapi-embed"),
+            ("fastapi-embed", "any", 0.9, "fastapi-embed"),
+            ("fastapi-embed", "scoped", 0.85, "fastapi-embed"),
+            ("starlette-mw", "session", 0.9, "starlette-embed"),
+            ("starlette-mw", "bearer", 0.9, "starlette-embed")):
+        if key not in keys or base_key not in keys:
+            continue
+        got_rps, floor = med(run, key, endpoint), med(run, base_key, "bare")
+        got = got_rps / floor if floor else float("nan")
+        out.append((f"{key} {endpoint} ≥ {need}× {base_key} `/open`",
+                    f"{got:.2f}× ({got_rps:,.0f} vs {floor:,.0f})",
+                    "PASS" if got >= need else "FAIL"))
+    if not run.storm:
+        return [(t, m, "n/a" if "nan" in m else v) for t, m, v in out]
     storm = bl.median(s["me"]["p99_ms"] for s in run.storm)
     out.append(("`GET /auth/me` p99 < 50 ms during a login storm", f"{storm:.1f} ms",
                 "PASS" if storm < 50 else "FAIL"))
     return [(t, m, "n/a" if "nan" in m else v) for t, m, v in out]
+
+
+def auth_cost(run: Run, keys: list[str]) -> list[str]:
+    """One "what auth costs" table: each stack's protected routes ÷ its own bare route."""
+    rows: list[list[str]] = []
+    floor_of = {"starlette-mw": "starlette-embed"}  # the same app without the middleware
+    for key in keys:
+        if key in ("starlette", "starlette-embed"):
+            continue
+        base_key = floor_of.get(key, key)
+        base = med(run, base_key, "bare")
+        label = f"{_path_of(base_key, 'bare')}" + (" (no middleware)" if key in floor_of
+                                                   else "")
+        for endpoint in ("session", "bearer", "any", "scoped", "before-session",
+                         "before-bearer", "before-scoped"):
+            got = med(run, key, endpoint)
+            if got != got:
+                continue
+            rows.append([key, f"{endpoint} `{_path_of(key, endpoint)}`", fmt(got),
+                         f"{label} {fmt(base)}", ratio(got, base)])
+        if key in floor_of:
+            rows.append([key, "unauthenticated `/open` through the middleware",
+                         fmt(med(run, key, "bare")), f"{label} {fmt(base)}",
+                         ratio(med(run, key, "bare"), base)])
+    if not rows:
+        return []
+    return ["## What auth costs, per stack (protected route ÷ the same stack's bare route)", "",
+            "Each stack against itself, same run: how much of a request authentication takes "
+            "where it is used. `fastapi-embed` and `starlette-mw` are authgate inside a user's "
+            "app (bench/embedded_app.py: every route returns the same small JSON); "
+            "`starlette-mw` is divided by the same app without `AuthGateMiddleware` "
+            "(`starlette-embed`). authgate's own server is `GET /auth/me` ÷ `/healthz`; the "
+            "peers' protected routes ÷ their `/public`.", "",
+            bl.md_table(["stack", "protected route", "req/s", "bare route req/s", "÷ bare"],
+                        rows, "llrrr"), ""]
 
 
 def report(run: Run, stacks: list[Stack], info: dict[str, str], versions: dict[str, str],
@@ -610,6 +756,7 @@ def report(run: Run, stacks: list[Stack], info: dict[str, str], versions: dict[s
                   f"First lookups (SQLite `SELECT` each) ran at {m['cold_rps']:,.0f} req/s, "
                   f"repeat lookups of {m['sessions']:,} distinct sessions at "
                   f"{m['warm_rps']:,.0f} req/s (Python client, so a lower bound).", ""]
+    lines += auth_cost(run, keys)
     lines += ["## Targets", "", bl.md_table(["target", "measured", ""],
                                              [list(t) for t in targets(run, stacks)], "lll"), ""]
     if run.failures or run.warnings or run.log_errors:
@@ -632,6 +779,8 @@ def fmt(value: float) -> str:
 
 
 def _path_of(stack: str, endpoint: str) -> str:
+    if stack in ("fastapi-embed", "starlette-embed", "starlette-mw"):
+        return "/open" if endpoint == "bare" else "/" + endpoint.replace("-", "/")
     if stack == "authgate":
         return {"bare": "/healthz", "unauth": "/.well-known/jwks.json", "session": "/auth/me",
                 "bearer": "/auth/me", "login": "POST /auth/login"}[endpoint]
@@ -730,11 +879,14 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="authgate-bench-"))
     classes: list[Callable[[Path], Stack]] = [Authgate, Express, FastapiUsers, Litestar,
-                                               StarletteFloor]
+                                               StarletteFloor, EmbeddedFastapi,
+                                               EmbeddedStarlette, EmbeddedStarletteMw]
     stacks = [cls(scratch) for cls in classes]
     if args.smoke:
-        stacks = [s for s in stacks if s.key in ("authgate", "starlette")]
+        stacks = [s for s in stacks if s.key in ("authgate", "starlette", "fastapi-embed",
+                                                  "starlette-mw")]
         for s in stacks:
+            s.smoke = True
             if isinstance(s, UvicornPeer):
                 s.use_main_venv = True
     if args.only:

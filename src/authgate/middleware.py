@@ -51,6 +51,13 @@ class AuthGateMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        for key, _ in scope["headers"]:
+            if key == b"authorization" or key == b"cookie":
+                break
+        else:  # no credential can be there: anonymous, without raising NotAuthenticated
+            scope["user"], scope["auth"] = UnauthenticatedUser(), AuthCredentials()
+            await self.app(scope, receive, send)
+            return
         conn = HTTPConnection(scope)
         try:
             principal = await authenticate(self.gate.engine, conn)

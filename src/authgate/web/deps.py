@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, HTTPException
@@ -44,22 +46,76 @@ def _http_error(exc: AuthGateError, challenge: str | None = None) -> HTTPExcepti
     return AuthGateHTTPException(exc, headers)
 
 
+class _SessionScheme(APIKeyCookie):
+    """The ``session`` scheme (the cookie) *and* the dependency that checks it: FastAPI
+    declares a dependency that is a security scheme in OpenAPI, so making the scheme itself
+    the dependency costs one dependency resolution per request instead of a chain of two or
+    three (the scheme objects' own ``__call__`` never runs: credentials are read from the
+    raw ASGI headers by :func:`authenticate`)."""
+
+    def __init__(self, name: str, check: Callable[[Request], Awaitable[Principal]]) -> None:
+        super().__init__(name=name, auto_error=False, scheme_name="session")
+        self._check = check
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        return await self._check(request)
+
+
+class _BearerScheme(OAuth2PasswordBearer):
+    """The ``bearer`` scheme (OAuth2 password flow against ``POST /auth/token``, for Swagger
+    UI's *Authorize*) *and* the dependency that checks it (see :class:`_SessionScheme`)."""
+
+    def __init__(self, check: Callable[[Request], Awaitable[Principal]]) -> None:
+        super().__init__(tokenUrl="/auth/token", auto_error=False, scheme_name="bearer",
+                         scopes={})
+        self._check = check
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        return await self._check(request)
+
+
+class _SessionDeclared(APIKeyCookie):
+    """The ``session`` scheme as a declaration only (for ``any``: OpenAPI lists both
+    schemes, and a dependency can be one scheme): resolving it reads nothing."""
+
+    async def __call__(self) -> None:  # type: ignore[override]
+        return None
+
+
+class _AnyScheme(_BearerScheme):
+    """``bearer`` or ``session``: the bearer scheme checking both, with the session scheme
+    declared beside it."""
+
+    def __init__(self, check: Callable[[Request], Awaitable[Principal]],
+                 cookie_name: str) -> None:
+        super().__init__(check)
+        declared = _SessionDeclared(name=cookie_name, auto_error=False, scheme_name="session")
+
+        def call(request: Request, _session: None = Depends(declared)) -> None: ...
+
+        # What FastAPI reads to build the dependant: the session scheme as a sub-dependency.
+        self.__signature__ = inspect.signature(call, eval_str=True)
+
+    async def __call__(self, request: Request,  # type: ignore[override]
+                       _session: None = None) -> Principal:
+        return await self._check(request)
+
+
 def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
     if via not in ("any", "session", "token"):
         raise ValueError("via must be 'any', 'session' or 'token'")
     accept: Accept = via  # type: ignore[assignment]
     s = gate.settings
-    bearer = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False,
-                                  scheme_name="bearer", scopes={})
-    cookie = APIKeyCookie(name=s.session_cookie, auto_error=False, scheme_name="session")
     engine = gate.engine
     challenge = session_challenge(s.session_cookie) if accept == "session" else None
+    wanted = tuple(scopes)
 
     async def check(request: Request) -> Principal:
         try:
             principal = await authenticate(engine, request, accept)
-            if scopes:
-                missing = [x for x in scopes if x not in principal.scopes]
+            if wanted:
+                have = principal.scopes
+                missing = [x for x in wanted if x not in have]
                 if missing:
                     raise InsufficientScope(f"requires scope: {' '.join(missing)}")
         except AuthGateError as exc:
@@ -67,20 +123,10 @@ def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
         return principal
 
     if accept == "session":
-        async def session_dep(request: Request,
-                              _c: str | None = Depends(cookie)) -> Principal:
-            return await check(request)
-        return session_dep
+        return _SessionScheme(s.session_cookie, check)
     if accept == "token":
-        async def token_dep(request: Request,
-                            _b: str | None = Depends(bearer)) -> Principal:
-            return await check(request)
-        return token_dep
-
-    async def any_dep(request: Request, _b: str | None = Depends(bearer),
-                      _c: str | None = Depends(cookie)) -> Principal:
-        return await check(request)
-    return any_dep
+        return _BearerScheme(check)
+    return _AnyScheme(check, s.session_cookie)
 
 
 def build_dependencies(gate: AuthGate) -> dict[str, Dependency]:
