@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -80,14 +81,8 @@ class Hardening:
             await _send_error(send, 431, "headers_too_large",
                               "the request headers are larger than 16 KiB", scope)
             return
-        rid = new_request_id(offered)
+        rid = new_request_id(offered) if offered else os.urandom(8).hex()
         token = request_id.set(rid)
-        try:
-            await self._handle(scope, receive, send, rid)
-        finally:
-            request_id.reset(token)
-
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         received = 0
         status = 0
         started_at = time.perf_counter()
@@ -131,6 +126,7 @@ class Hardening:
                     "method": scope["method"], "path": scope["path"], "status": status,
                     "ms": round(elapsed * 1000, 2),
                     "client": scope["client"][0] if scope.get("client") else ""})
+            request_id.reset(token)
 
 
 _ROUTES = frozenset({
