@@ -11,7 +11,6 @@ hook is logged and never breaks a sign-in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from authgate.clock import Clock
+from authgate.tasks import cancel
 
 audit = logging.getLogger("authgate.audit")
 log = logging.getLogger("authgate")
@@ -129,11 +129,8 @@ class Events:
         self._task = asyncio.create_task(self._run(), name="authgate-events")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
 
     async def _run(self) -> None:

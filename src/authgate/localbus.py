@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from authgate.tasks import cancel
+
 log = logging.getLogger("authgate")
 CHANNEL = "authgate_revocations"
 MAX_DATAGRAM = 60_000
@@ -123,11 +125,8 @@ class PgNotifyBus:
         self._task = asyncio.create_task(self._listen(), name="authgate-pg-listen")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         receive(payload, self.apply, self.delay)

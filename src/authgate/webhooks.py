@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
@@ -25,6 +24,7 @@ import httpx
 from authgate.clock import Clock
 from authgate.errors import AuthGateError
 from authgate.store.audit import AuditRecords, Delivery
+from authgate.tasks import cancel
 
 log = logging.getLogger("authgate")
 LEASE = 30.0
@@ -70,10 +70,7 @@ class WebhookSender:
         self._task = asyncio.create_task(self._run(), name="authgate-webhooks")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         if self._client is not None:
             await self._client.aclose()
 
