@@ -336,3 +336,14 @@ async def test_concurrent_refreshes_never_deadlock_on_postgresql(
                       and not isinstance(r, InvalidGrant)]
         assert surprises == [], surprises
         assert sum(not isinstance(r, BaseException) for r in results) == 1
+
+
+def test_a_cookie_with_control_characters_is_refused_cleanly(server: Server) -> None:
+    """A session or token cookie holding control characters is just an unknown credential:
+    401 (a tab reaches the app; other control characters are refused by the HTTP parser with
+    400 before it), never a 500."""
+    for name in ("__Host-authgate", "__Host-authgate-at"):
+        r = httpx.get(f"{server.url}/auth/me", headers={"Cookie": f"{name}=abc\tdef"})
+        assert r.status_code == 401, (name, r.status_code, r.text)
+        r = httpx.get(f"{server.url}/auth/me", headers={"Cookie": f"{name}=abc\x01def"})
+        assert r.status_code in (400, 401), (name, r.status_code, r.text)
