@@ -1,0 +1,112 @@
+"""``authgate users``: create, list, disable, enable, set-password, roles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import click
+
+from authgate.cli.base import _run, config_option, main
+from authgate.errors import AuthGateError
+
+
+@main.group()
+def users() -> None:
+    """Create and manage users."""
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return str(password)
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--role", "roles", multiple=True, help="A role (repeat for more).")
+@config_option
+def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
+                 config: str | None) -> None:
+    """Create USERNAME."""
+    password = _read_password(password_stdin)
+
+    async def job(engine: Any) -> Any:
+        return await engine.create_user(username, password, list(roles))
+
+    user = _run(config, job)
+    click.echo(f"created user {user.username} ({user.id})")
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def users_list(as_json: bool, config: str | None) -> None:
+    """List users."""
+    async def job(engine: Any) -> Any:
+        return await engine.records.list_users()
+
+    found = _run(config, job)
+    if as_json:
+        click.echo(json.dumps([{"id": u.id, "username": u.username, "roles": list(u.roles),
+                                "disabled": u.disabled} for u in found]))
+        return
+    for u in found:
+        state = "disabled" if u.disabled else "active"
+        click.echo(f"{u.username}\t{u.id}\t{state}\t{','.join(u.roles)}")
+
+
+def _with_user(config: str | None, username: str,
+               action: Callable[[Any, Any], Awaitable[None]]) -> None:
+    async def job(engine: Any) -> None:
+        user = await engine.user_by_name(username)
+        if user is None:
+            raise AuthGateError(f"no user named {username!r}")
+        await action(engine, user)
+
+    _run(config, job)
+
+
+@users.command("disable")
+@click.argument("username")
+@config_option
+def users_disable(username: str, config: str | None) -> None:
+    """Disable USERNAME and end every session and token of theirs."""
+    _with_user(config, username, lambda e, u: e.set_disabled(u, True))
+    click.echo(f"disabled {username}")
+
+
+@users.command("enable")
+@click.argument("username")
+@config_option
+def users_enable(username: str, config: str | None) -> None:
+    """Enable USERNAME again."""
+    _with_user(config, username, lambda e, u: e.set_disabled(u, False))
+    click.echo(f"enabled {username}")
+
+
+@users.command("set-password")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@config_option
+def users_set_password(username: str, password_stdin: bool, config: str | None) -> None:
+    """Set USERNAME's password; their sessions and token families end."""
+    password = _read_password(password_stdin)
+    _with_user(config, username, lambda e, u: e.set_password(u, password))
+    click.echo(f"password set for {username}")
+
+
+@users.command("roles")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True,
+              help="A role (repeat for more). None given: the user has no roles.")
+@config_option
+def users_roles(username: str, roles: tuple[str, ...], config: str | None) -> None:
+    """Set USERNAME's roles to exactly these; their access tokens issued before end."""
+    _with_user(config, username, lambda e, u: e.set_roles(u, list(roles)))
+    click.echo(f"roles of {username}: {', '.join(dict.fromkeys(roles)) or '(none)'}")
