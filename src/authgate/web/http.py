@@ -174,9 +174,7 @@ def _cookie_value(header: str, name: str) -> str | None:
         key, sep, value = part.strip().partition("=")
         if sep and key == name:
             value = value.strip()
-            # isascii() is O(1) in CPython; anything else odd in the value just matches no
-            # session (its digest) and no token (the strict pre-parse).
-            return value if value.isascii() else None
+            return value if value.isascii() and value.isprintable() else None
     return None
 
 
