@@ -47,6 +47,7 @@ from authgate.store import schema as t
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
 from authgate.store.records import Records, username_key
+from authgate.tasks import cancel
 from authgate.throttle import DbThrottle, ThrottleStore, address_key
 from authgate.tokens import AccessTokens
 from authgate.webhooks import WebhookSender
@@ -174,11 +175,7 @@ class Engine:
         self._started = True
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         self._tasks.clear()
         await self.events.stop()
         if self.webhooks is not None:

@@ -12,7 +12,6 @@ cannot be read for ``stale_after`` seconds, :meth:`HotState.ensure_fresh` raises
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import sys
@@ -24,6 +23,7 @@ from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
 from authgate.models import SessionRecord, User
 from authgate.store.records import Records
+from authgate.tasks import cancel
 
 log = logging.getLogger("authgate")
 K = TypeVar("K")
@@ -146,11 +146,8 @@ class HotState:
         self._task = asyncio.create_task(self._watch(), name="authgate-revocations")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _watch(self) -> None:
         while True:

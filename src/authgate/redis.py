@@ -35,6 +35,7 @@ from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
 from authgate.hotstate import HotState
 from authgate.models import SessionRecord
+from authgate.tasks import cancel
 from authgate.throttle import ACCOUNT_MEMORY, BASE_DELAY, MAX_DELAY, wait_seconds
 
 log = logging.getLogger("authgate")
@@ -75,11 +76,7 @@ class RedisBackend:
                        asyncio.create_task(self._ping(), name="authgate-redis-ping")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                await task
+        await cancel(*self._tasks)
         await self.client.aclose()
         await self._pinger.aclose()
 
