@@ -19,8 +19,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from authgate.clock import Clock, OffsetFileClock, SystemClock
 from authgate.errors import (
     AuthGateError,
@@ -43,7 +41,6 @@ from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
 from authgate.settings import Settings, check_extra_claims
-from authgate.store import schema as t
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
 from authgate.store.records import Records, username_key
@@ -291,12 +288,10 @@ class Engine:
         new_hash = await self.hasher.hash(password)
         now = self.clock.now()
         await self.records.update_user(user.id, password_hash=new_hash)
-        keys = await self.records.delete_sessions(sa.and_(
-            t.sessions.c.user_id == user.id,
-            t.sessions.c.id != (keep_session or "")), now)
-        keys += await self.records.revoke_families(sa.and_(
-            t.token_families.c.user_id == user.id,
-            t.token_families.c.id != (keep_family or "")), now)
+        keys = await self.records.delete_sessions(now, user_id=user.id,
+                                                  keep=keep_session)
+        keys += await self.records.revoke_families(now, user_id=user.id,
+                                                   keep=keep_family)
         await self._apply([*keys, f"user:{user.id}"])
         self.events.emit("password.changed", user_id=user.id,
                          actor="user" if keep_session or keep_family else "operator")
@@ -320,8 +315,8 @@ class Engine:
                          roles=",".join(roles))
 
     async def _revoke_everything(self, user_id: str, now: float, **user_values: Any) -> None:
-        keys = await self.records.delete_sessions(t.sessions.c.user_id == user_id, now)
-        keys += await self.records.revoke_families(t.token_families.c.user_id == user_id, now)
+        keys = await self.records.delete_sessions(now, user_id=user_id)
+        keys += await self.records.revoke_families(now, user_id=user_id)
         # Whole seconds: access tokens issued in an earlier second are refused by the
         # cutoff; those of this very second are covered by their family's revocation.
         await self.records.cut_off_user(user_id, float(int(now)), **user_values)
@@ -413,7 +408,7 @@ class Engine:
         old ID is destroyed, never kept alongside)."""
         if cookie_value and len(cookie_value) <= 128:
             await self._apply(await self.records.delete_sessions(
-                t.sessions.c.token_hash == digest(cookie_value), self.clock.now()))
+                self.clock.now(), token_hash=digest(cookie_value)))
 
     async def _new_session(self, user: User, remember: bool, ip: str,
                            user_agent: str) -> tuple[str, SessionRecord]:
@@ -500,14 +495,14 @@ class Engine:
         if not rec.alive_at(now):  # expired: purge it now rather than at the next sweep
             self.hot.sessions.pop(key)
             self.hot.no_session.put(key, True)
-            await self.records.delete_sessions(t.sessions.c.id == rec.id, now)
+            await self.records.delete_sessions(now, session_id=rec.id)
             return None
         return rec
 
     async def logout(self, principal: Principal) -> None:
         if principal.session is not None:
             keys = await self.records.delete_sessions(
-                t.sessions.c.id == principal.session.id, self.clock.now())
+                self.clock.now(), session_id=principal.session.id)
             await self._apply(keys)
         elif principal.claims is not None:
             await self._revoke_access(principal.claims, family=True)
@@ -523,8 +518,8 @@ class Engine:
         old = principal.session
         value, rec = await self._new_session(principal.user, old.remember, ip or old.ip,
                                              user_agent or old.user_agent)
-        await self._apply(await self.records.delete_sessions(t.sessions.c.id == old.id,
-                                                       self.clock.now()))
+        await self._apply(await self.records.delete_sessions(self.clock.now(),
+                                                             session_id=old.id))
         return value, rec
 
     async def change_password(self, principal: Principal, current: Any, new: Any,
@@ -565,11 +560,9 @@ class Engine:
             raise NotFound()
         now = self.clock.now()
         uid = principal.user.id
-        keys = await self.records.delete_sessions(sa.and_(
-            t.sessions.c.id == entry_id, t.sessions.c.user_id == uid), now)
+        keys = await self.records.delete_sessions(now, session_id=entry_id, user_id=uid)
         if not keys:
-            keys = await self.records.revoke_families(sa.and_(
-                t.token_families.c.id == entry_id, t.token_families.c.user_id == uid), now)
+            keys = await self.records.revoke_families(now, family_id=entry_id, user_id=uid)
         if not keys:
             raise NotFound("no such session")
         await self._apply(keys)
@@ -723,8 +716,7 @@ class Engine:
         if "." not in token:
             fam = await self.records.refresh_family(digest(token))
             if fam is not None:
-                await self._apply(await self.records.revoke_families(
-                    t.token_families.c.id == fam.id, now))
+                await self._apply(await self.records.revoke_families(now, family_id=fam.id))
                 self.events.emit("family.revoked", user_id=fam.user_id, family_id=fam.id)
             return
         try:
@@ -742,8 +734,7 @@ class Engine:
                                        min(float(claims["exp"]), now + 86400) + 60, now):
             keys.append(f"jti:{claims['jti']}")
         if family and claims.get("sid"):
-            keys += await self.records.revoke_families(
-                t.token_families.c.id == claims["sid"], now)
+            keys += await self.records.revoke_families(now, family_id=claims["sid"])
         await self._apply(keys)
 
     # -- helpers --------------------------------------------------------------------------

@@ -191,8 +191,13 @@ class Records:
                 t.sessions.c.created_at))).mappings().all()
         return [rec for rec in map(_session, rows) if rec.alive_at(now)]
 
-    async def delete_sessions(self, where: Any, now: float) -> list[str]:
-        """Delete the sessions matching ``where``; log and return their revocation keys."""
+    async def delete_sessions(self, now: float, *, session_id: str | None = None,
+                              user_id: str | None = None, token_hash: str | None = None,
+                              keep: str | None = None) -> list[str]:
+        """Delete the sessions that match every filter given (``keep``: a session ID spared);
+        log and return their revocation keys."""
+        where = _matching(t.sessions, id=session_id, user_id=user_id, token_hash=token_hash,
+                          keep=keep)
         async with self.db.write() as conn:
             hashes = list((await conn.execute(
                 sa.select(t.sessions.c.token_hash).where(where))).scalars())
@@ -297,7 +302,11 @@ class Records:
                 ).mappings().all()
         return [_family(r) for r in rows]
 
-    async def revoke_families(self, where: Any, now: float) -> list[str]:
+    async def revoke_families(self, now: float, *, family_id: str | None = None,
+                              user_id: str | None = None, keep: str | None = None) -> list[str]:
+        """Revoke the live token families that match every filter given (``keep``: a family
+        ID spared); log and return their revocation keys."""
+        where = _matching(t.token_families, id=family_id, user_id=user_id, keep=keep)
         async with self.db.write() as conn:
             ids = list((await conn.execute(sa.select(t.token_families.c.id).where(
                 where, t.token_families.c.revoked_at.is_(None)))).scalars())
@@ -483,3 +492,14 @@ class Records:
                 t.denied_jtis.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
         return counts
+
+
+def _matching(table: sa.Table, *, keep: str | None, **columns: str | None) -> Any:
+    """``column = value`` for every value given, and ``id != keep``; at least one filter, so a
+    forgotten argument can never match every row."""
+    clauses = [table.c[name] == value for name, value in columns.items() if value is not None]
+    if not clauses:
+        raise ValueError("refusing to match every row")
+    if keep is not None:
+        clauses.append(table.c.id != keep)
+    return sa.and_(*clauses)
