@@ -74,9 +74,9 @@ async def main(n: int, rounds: int) -> None:
     gate = ea.gate
     async with gate.lifespan():
         engine = gate.engine
-        await engine.create_user("alice", "correct horse battery staple!", ["reports:read"])
-        value, _, _ = await engine.login("alice", "correct horse battery staple!")
-        pair = await engine.password_grant("alice", "correct horse battery staple!")
+        await engine.users.create_user("alice", "correct horse battery staple!", ["reports:read"])
+        value, _, _ = await engine.sessions.login("alice", "correct horse battery staple!")
+        pair = await engine.grants.password_grant("alice", "correct horse battery staple!")
         cookie = {"Cookie": f"{gate.settings.session_cookie}={value}"}
         bearer = {"Authorization": f"Bearer {pair.access_token}"}
         cases = [

@@ -24,13 +24,13 @@ async def make(database_url: str, count: int, out: Path, username: str) -> float
     engine = Engine(Settings(database_url=database_url))
     await engine.start()
     try:
-        user = await engine.user_by_name(username)
+        user = await engine.users.user_by_name(username)
         if user is None:
             raise SystemExit(f"no user {username!r} in {database_url}")
         start = time.perf_counter()
         with out.open("w") as fh:
             for _ in range(count):
-                value, _rec = await engine._new_session(user, False, "127.0.0.1",
+                value, _rec = await engine.sessions.start_session(user, False, "127.0.0.1",
                                                         "authgate-bench")
                 fh.write(value + "\n")
         return time.perf_counter() - start

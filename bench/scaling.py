@@ -211,7 +211,7 @@ async def cache_churn(store: Store, probe: int = 500, every: int = 1000) -> dict
     """Keep ``probe`` sessions in use (all looked up again after every ``every`` others)
     while ``capacity`` + 10k other sessions are looked up once each; count how often a
     session in use was no longer cached (an LRU cache would never drop them)."""
-    from authgate.engine import digest
+    from authgate.core.credentials import digest
 
     engine = Engine(store.settings(store.redis))  # Redis: the same cache, faster misses
     await engine.start(migrate=False)
@@ -223,18 +223,19 @@ async def cache_churn(store: Store, probe: int = 500, every: int = 1000) -> dict
             return {}
         keys = [digest(v) for v in in_use]
         for v in in_use:
-            await engine.session_principal(v)
+            await engine.sessions.session_principal(v)
         lookups = misses = 0
         miss_ns: list[int] = []
         hit_ns: list[int] = []
         for start in range(0, len(others), every):
             batch = others[start:start + every]
             for i in range(0, len(batch), 50):  # < redis-py's 100-connection pool
-                await asyncio.gather(*(engine.session_principal(v) for v in batch[i:i + 50]))
+                lookups = (engine.sessions.session_principal(v) for v in batch[i:i + 50])
+                await asyncio.gather(*lookups)
             for v, key in zip(in_use, keys, strict=True):
                 cached = key in engine.hot.sessions
                 begin = time.perf_counter_ns()
-                await engine.session_principal(v)
+                await engine.sessions.session_principal(v)
                 (hit_ns if cached else miss_ns).append(time.perf_counter_ns() - begin)
                 lookups += 1
                 misses += not cached
@@ -250,7 +251,7 @@ async def setup(store: Store) -> None:
     engine = Engine(Settings(database_url=store.url))
     await engine.start()
     try:
-        user = await engine.create_user("alice", bl.PASSWORD)
+        user = await engine.users.create_user("alice", bl.PASSWORD)
         store.user_id = user.id
     finally:
         await engine.stop()

@@ -75,11 +75,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
     async def setup() -> tuple[str, str]:
         await engine.start()
-        await engine.create_user("alice", PASSWORD)
-        cookie, _rec, _user = await engine.login("alice", PASSWORD)
-        pair = await engine.password_grant("alice", PASSWORD)
-        await engine.session_principal(cookie)
-        await engine.token_principal(pair.access_token)
+        await engine.users.create_user("alice", PASSWORD)
+        cookie, _rec, _user = await engine.sessions.login("alice", PASSWORD)
+        pair = await engine.grants.password_grant("alice", PASSWORD)
+        await engine.sessions.session_principal(cookie)
+        await engine.grants.token_principal(pair.access_token)
         return cookie, pair.access_token
 
     cookie, token = loop.run_until_complete(setup())
@@ -128,7 +128,7 @@ def test_floor_ed25519_verify(benchmark: Any) -> None:
 
 @pytest.mark.benchmark(group="token-warm")
 def test_token_principal_warm(benchmark: Any, env: Env) -> None:
-    principal = benchmark(lambda: drive(env.engine.token_principal(env.token)))
+    principal = benchmark(lambda: drive(env.engine.grants.token_principal(env.token)))
     assert principal.auth == "token"
 
 
@@ -141,7 +141,7 @@ def test_floor_dict_lookup_token(benchmark: Any, env: Env) -> None:
 
 @pytest.mark.benchmark(group="session-warm")
 def test_session_principal_warm(benchmark: Any, env: Env) -> None:
-    principal = benchmark(lambda: drive(env.engine.session_principal(env.cookie)))
+    principal = benchmark(lambda: drive(env.engine.sessions.session_principal(env.cookie)))
     assert principal is not None and principal.auth == "session"
 
 
@@ -244,7 +244,7 @@ def asgi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Asgi]:
 
     async def make_user() -> None:
         await admin.start()
-        await admin.create_user("alice", PASSWORD)
+        await admin.users.create_user("alice", PASSWORD)
         await admin.stop()
 
     loop.run_until_complete(make_user())

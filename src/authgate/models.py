@@ -118,3 +118,29 @@ class Principal:
     def roles(self) -> tuple[str, ...]:
         """The user's roles (as stored now; a token's ``roles`` claim is in ``claims``)."""
         return self.user.roles
+
+
+RevocationKind = Literal["session", "family", "jti", "user", "redis"]
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One revocation event: what every process must stop trusting.
+
+    ``session`` (value: the SHA-256 of the cookie value), ``family`` (a token family id),
+    ``jti`` (one access token), ``user`` (drop the cached user: disabled, roles or password
+    changed), ``redis`` (a new Redis session-cache epoch). ``str()`` is the form logged and
+    published (``kind:value``); :meth:`parse` reads it back."""
+
+    kind: RevocationKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Revocation | None:
+        kind, sep, value = text.partition(":")
+        if not sep or kind not in ("session", "family", "jti", "user", "redis"):
+            return None
+        return cls(kind, value)  # type: ignore[arg-type]

@@ -84,8 +84,8 @@ async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
 
 
 async def _session(engine: Engine, name: str) -> tuple[str, SessionRecord]:
-    await engine.create_user(name, PASSWORD, check=False)
-    value, rec, _ = await engine.login(name, PASSWORD, ip="127.0.0.1")
+    await engine.users.create_user(name, PASSWORD, check=False)
+    value, rec, _ = await engine.sessions.login(name, PASSWORD, ip="127.0.0.1")
     return value, rec
 
 
@@ -96,8 +96,8 @@ async def test_h03_revocation_committed_late_is_still_applied(
     a, b = await engines(pg_db), await engines(pg_db)
     slow_value, slow = await _session(a, "h03-slow")
     fast_value, _ = await _session(a, "h03-fast")
-    assert await b.session_principal(slow_value) is not None  # both cached on B
-    assert await b.session_principal(fast_value) is not None
+    assert await b.sessions.session_principal(slow_value) is not None  # both cached on B
+    assert await b.sessions.session_principal(fast_value) is not None
 
     raw = await asyncpg.connect(pg_db)
     try:
@@ -108,14 +108,14 @@ async def test_h03_revocation_committed_late_is_still_applied(
         await raw.execute("INSERT INTO revocations (kind, key, at) VALUES ('session', $1, $2)",
                           slow.token_hash, a.clock.now())
         # ... while the next one (N+1) commits at once and B's watcher reads it.
-        await a.end_session(fast_value)
+        await a.sessions.end_session(fast_value)
         await b.hot.poll()
-        assert await b.session_principal(fast_value) is None
+        assert await b.sessions.session_principal(fast_value) is None
         await tx.commit()
     finally:
         await raw.close()
     await b.hot.poll()
-    assert await b.session_principal(slow_value) is None
+    assert await b.sessions.session_principal(slow_value) is None
 
 
 async def test_h03_log_rows_read_again_are_applied_once(
@@ -131,7 +131,7 @@ async def test_h03_log_rows_read_again_are_applied_once(
         tx = raw.transaction()
         await tx.start()
         await raw.execute("SELECT pg_current_xact_id()")  # holds the xmin back
-        await a.end_session(value)
+        await a.sessions.end_session(value)
         await b.hot.poll()
         applied = b.hot.generation
         await b.hot.poll()
@@ -157,13 +157,13 @@ async def test_h06_revocation_during_a_cold_session_load_is_not_cached(
         return rec
 
     monkeypatch.setattr(b.records, "get_session", slow_read)
-    load = asyncio.create_task(b.session_principal(value))  # B has not seen it yet
+    load = asyncio.create_task(b.sessions.session_principal(value))  # B has not seen it yet
     await asyncio.wait_for(reading.wait(), 5)
-    await a.end_session(value)
+    await a.sessions.end_session(value)
     await b.hot.poll()  # the revocation reaches B while its read is in flight
     release.set()
     await asyncio.wait_for(load, 5)  # concurrent with the logout: either answer is fine
-    assert await b.session_principal(value) is None
+    assert await b.sessions.session_principal(value) is None
     assert b.hot.sessions.get(_digest(value)) is None
 
 

@@ -89,9 +89,9 @@ def test_h05_parallel_burst_evaluates_at_most_the_threshold(server: Server) -> N
 
 async def test_h05_parallel_reservations_in_process(make_engine: EngineFactory) -> None:
     engine = await make_engine()
-    await engine.create_user("parallel-pat", PW)
+    await engine.users.create_user("parallel-pat", PW)
     results = await asyncio.gather(
-        *(engine.check_password("parallel-pat", f"guess {i} wrong", f"10.0.0.{i}")
+        *(engine.signin.check_password("parallel-pat", f"guess {i} wrong", f"10.0.0.{i}")
           for i in range(20)), return_exceptions=True)
     kinds = [type(r).__name__ for r in results]
     assert kinds.count("InvalidCredentials") == THRESHOLD, kinds
@@ -190,15 +190,15 @@ def test_h05_address_key() -> None:
 async def test_h10_purge_keeps_the_count_the_lock_schedule_needs(
         make_engine: EngineFactory, clock: ManualClock) -> None:
     engine = await make_engine(account_lock_threshold=3)
-    await engine.create_user("slow-sam", PW)
+    await engine.users.create_user("slow-sam", PW)
 
     async def wrong() -> None:
         with pytest.raises(InvalidCredentials):
-            await engine.check_password("slow-sam", "a wrong password", "198.51.100.1")
+            await engine.signin.check_password("slow-sam", "a wrong password", "198.51.100.1")
 
     async def lock() -> int:
         with pytest.raises(Throttled) as locked:
-            await engine.check_password("slow-sam", PW, "198.51.100.2")
+            await engine.signin.check_password("slow-sam", PW, "198.51.100.2")
         return locked.value.retry_after
 
     for _ in range(3):
@@ -217,14 +217,14 @@ async def test_h10_purge_keeps_the_count_the_lock_schedule_needs(
         clock.advance(24 * 3600 + 60)
         await engine.purge()
         await wrong()
-        await engine.check_password("slow-sam", PW, "198.51.100.3")
+        await engine.signin.check_password("slow-sam", PW, "198.51.100.3")
 
 
 async def test_purge_still_forgets_finished_windows(make_engine: EngineFactory,
                                                   clock: ManualClock) -> None:
     engine = await make_engine(ip_failure_limit=2)
     with pytest.raises(InvalidCredentials):
-        await engine.check_password("nobody-nic", "a wrong password", "198.51.100.9")
+        await engine.signin.check_password("nobody-nic", "a wrong password", "198.51.100.9")
     clock.advance(15 * 60 + 1)
     counts = await engine.purge()
     if engine.redis is None:
@@ -272,15 +272,15 @@ def test_h11_revocation_is_limited_per_address(proxied: Server) -> None:
 async def test_h11_limits_count_on_every_backend(make_engine: EngineFactory) -> None:
     engine = await make_engine(registration_limit=2, revoke_limit=2)
     for i in range(2):
-        await engine.register(f"reg-{i}-rita", PW, ip="2001:db8:5::1")
+        await engine.users.register(f"reg-{i}-rita", PW, ip="2001:db8:5::1")
     with pytest.raises(Throttled):
-        await engine.register("reg-x-rita", PW, ip="2001:db8:5::2")  # the same /64
-    await engine.register("reg-y-rita", PW, ip="2001:db8:6::1")
-    await engine.register("reg-z-rita", PW)  # not from the network: not limited
+        await engine.users.register("reg-x-rita", PW, ip="2001:db8:5::2")  # the same /64
+    await engine.users.register("reg-y-rita", PW, ip="2001:db8:6::1")
+    await engine.users.register("reg-z-rita", PW)  # not from the network: not limited
     for _ in range(2):
-        await engine.revoke_token("nothing-to-see-here-at-all", ip="192.0.2.1")
+        await engine.grants.revoke_token("nothing-to-see-here-at-all", ip="192.0.2.1")
     with pytest.raises(Throttled):
-        await engine.revoke_token("nothing-to-see-here-at-all", ip="192.0.2.1")
+        await engine.grants.revoke_token("nothing-to-see-here-at-all", ip="192.0.2.1")
 
 
 # -- h08: X-Forwarded-For on several header lines ----------------------------------------

@@ -17,7 +17,8 @@ import jwt
 import pytest
 
 from authgate.clock import ManualClock
-from authgate.engine import Engine, digest, new_secret
+from authgate.core.credentials import digest, new_secret
+from authgate.engine import Engine
 from authgate.errors import InvalidGrant
 from authgate.hotstate import BoundedCache
 from authgate.models import TokenFamily
@@ -301,7 +302,7 @@ async def test_concurrent_refreshes_never_deadlock_on_postgresql(
     no-op UPDATE, while a loser arriving after the commit takes the family row first; each
     then waits for the other (family row / token row). The first loser's revocation is
     slowed by 5 ms here to make that interleaving likely rather than a one-in-six chance."""
-    user = await pg_engine.create_user("racer", "correct battery horse stapler")
+    user = await pg_engine.users.create_user("racer", "correct battery horse stapler")
     surprises: list[BaseException] = []
     revoke_family = Records._revoke_family
     first_loser: list[bool] = []
@@ -317,7 +318,7 @@ async def test_concurrent_refreshes_never_deadlock_on_postgresql(
 
     async def attempt(token: str, delay: float) -> Any:
         await asyncio.sleep(delay)
-        return await pg_engine.refresh_grant(token)
+        return await pg_engine.grants.refresh_grant(token)
 
     for round_ in range(30):
         # a fresh family and refresh token, as a password grant makes (without its Argon2)

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from authgate.clock import ManualClock
-from authgate.engine import Engine, digest
+from authgate.core.credentials import digest
+from authgate.engine import Engine
 from authgate.errors import (
     InvalidCredentials,
     InvalidGrant,
@@ -29,33 +30,33 @@ PW = "correct battery horse stapler"
 
 
 async def test_users_and_password_hashes(engine: Engine) -> None:
-    user = await engine.create_user("Alice", PW, ["admin"])
+    user = await engine.users.create_user("Alice", PW, ["admin"])
     assert user.roles == ("admin",)
     with pytest.raises(UsernameTaken):
-        await engine.create_user("alice", PW)  # case-insensitive uniqueness
+        await engine.users.create_user("alice", PW)  # case-insensitive uniqueness
     stored = await engine.records.password_hash(user.id)
     assert stored is not None and stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert await engine.check_password("ALICE", PW, "1.1.1.1") == user
+    assert await engine.signin.check_password("ALICE", PW, "1.1.1.1") == user
     with pytest.raises(InvalidCredentials):
-        await engine.check_password("alice", PW[:-1], "1.1.1.1")
+        await engine.signin.check_password("alice", PW[:-1], "1.1.1.1")
 
 
 async def test_unknown_user_and_wrong_password_are_the_same_error(engine: Engine) -> None:
-    await engine.create_user("bob", PW)
+    await engine.users.create_user("bob", PW)
     errors = []
     for name, pw in (("bob", "wrong password here"), ("nobody", PW)):
         with pytest.raises(InvalidCredentials) as info:
-            await engine.check_password(name, pw, "2.2.2.2")
+            await engine.signin.check_password(name, pw, "2.2.2.2")
         errors.append((info.value.status, info.value.code, info.value.detail))
     assert errors[0] == errors[1]
 
 
 async def test_hash_upgraded_on_login(make_engine: EngineFactory) -> None:
     weak = await make_engine()
-    user = await weak.create_user("carol", PW)
+    user = await weak.users.create_user("carol", PW)
     await weak.stop()
     strong = await make_engine(argon2_memory_kib=32768, argon2_time_cost=3)
-    await strong.check_password("carol", PW, "3.3.3.3")
+    await strong.signin.check_password("carol", PW, "3.3.3.3")
     stored = await strong.records.password_hash(user.id)
     assert stored is not None and "m=32768,t=3" in stored
 
@@ -74,16 +75,16 @@ async def test_session_idle_and_absolute_timeouts(make_engine: EngineFactory,
                                                   clock: ManualClock) -> None:
     engine = await make_engine(session_idle_ttl=600, session_absolute_ttl=1800,
                                session_touch_interval=0)
-    await engine.create_user("erin", PW)
-    value, _rec, _ = await engine.login("erin", PW)
+    await engine.users.create_user("erin", PW)
+    value, _rec, _ = await engine.sessions.login("erin", PW)
     for _ in range(3):  # activity keeps it alive past the idle ttl...
         clock.advance(500)
-        assert await engine.session_principal(value) is not None
+        assert await engine.sessions.session_principal(value) is not None
     clock.advance(400)  # ...but never past the absolute ttl (1900 s > 1800 s)
-    assert await engine.session_principal(value) is None
-    value, _rec, _ = await engine.login("erin", PW)
+    assert await engine.sessions.session_principal(value) is None
+    value, _rec, _ = await engine.sessions.login("erin", PW)
     clock.advance(601)
-    assert await engine.session_principal(value) is None
+    assert await engine.sessions.session_principal(value) is None
 
 
 def align_to_second(clock: ManualClock) -> None:
@@ -102,20 +103,20 @@ async def test_q13_session_idle_deadline_is_exclusive(make_engine: EngineFactory
                                session_touch_interval=0)
     fresh = await make_engine(session_idle_ttl=600, session_absolute_ttl=1800,
                               session_touch_interval=0)
-    await engine.create_user("uma", PW)
+    await engine.users.create_user("uma", PW)
     align_to_second(clock)
-    used, _, _ = await engine.login("uma", PW)
-    idle, rec, _ = await engine.login("uma", PW)
+    used, _, _ = await engine.sessions.login("uma", PW)
+    idle, rec, _ = await engine.sessions.login("uma", PW)
     deadline = clock.now() + 600
     assert rec.deadline() == deadline
     clock.advance(599.5)  # half a second before: valid (and ``used`` is used now)
-    assert await engine.session_principal(used) is not None
-    assert await fresh.session_principal(used) is not None
+    assert await engine.sessions.session_principal(used) is not None
+    assert await fresh.sessions.session_principal(used) is not None
     clock.advance(0.5)
     assert clock.now() == deadline
-    assert await fresh.session_principal(idle) is None   # read from Redis / the database
-    assert await engine.session_principal(idle) is None  # its cached copy
-    assert await engine.session_principal(used) is not None  # used at +599.5: not idle
+    assert await fresh.sessions.session_principal(idle) is None   # read from Redis / the database
+    assert await engine.sessions.session_principal(idle) is None  # its cached copy
+    assert await engine.sessions.session_principal(used) is not None  # used at +599.5: not idle
 
 
 async def test_q13_session_absolute_deadline_is_exclusive(make_engine: EngineFactory,
@@ -123,24 +124,24 @@ async def test_q13_session_absolute_deadline_is_exclusive(make_engine: EngineFac
     """Activity keeps a session alive up to, and not including, ``created + absolute_ttl``."""
     engine = await make_engine(session_idle_ttl=600, session_absolute_ttl=1800,
                                session_touch_interval=0)
-    await engine.create_user("vic", PW)
+    await engine.users.create_user("vic", PW)
     align_to_second(clock)
-    value, rec, _ = await engine.login("vic", PW)
+    value, rec, _ = await engine.sessions.login("vic", PW)
     end = clock.now() + 1800
     assert rec.expires_at == end
     for step in (500, 500, 500, 299.5):  # used at +1799.5: half a second before the end
         clock.advance(step)
-        assert await engine.session_principal(value) is not None
+        assert await engine.sessions.session_principal(value) is not None
     clock.advance(0.5)
     assert clock.now() == end
-    assert await engine.session_principal(value) is None
+    assert await engine.sessions.session_principal(value) is None
 
 
 async def test_last_seen_written_at_most_every_interval(make_engine: EngineFactory,
                                                         clock: ManualClock) -> None:
     engine = await make_engine(session_touch_interval=60)
-    await engine.create_user("frank", PW)
-    value, rec, _ = await engine.login("frank", PW)
+    await engine.users.create_user("frank", PW)
+    value, rec, _ = await engine.sessions.login("frank", PW)
 
     async def stored_last_seen() -> float:
         async with engine.db.read() as conn:
@@ -149,16 +150,16 @@ async def test_last_seen_written_at_most_every_interval(make_engine: EngineFacto
 
     first = await stored_last_seen()
     clock.advance(30)
-    await engine.session_principal(value)
+    await engine.sessions.session_principal(value)
     assert await stored_last_seen() == first  # no write within the interval
     clock.advance(31)
-    await engine.session_principal(value)
+    await engine.sessions.session_principal(value)
     assert await stored_last_seen() == pytest.approx(first + 61)
 
 
 async def test_only_the_hash_of_a_session_id_is_stored(engine: Engine) -> None:
-    await engine.create_user("gina", PW)
-    value, rec, _ = await engine.login("gina", PW)
+    await engine.users.create_user("gina", PW)
+    value, rec, _ = await engine.sessions.login("gina", PW)
     assert len(value) >= 43 and rec.token_hash == digest(value)
     async with engine.db.read() as conn:
         rows = (await conn.execute(sa.select(t.sessions))).mappings().all()
@@ -169,32 +170,32 @@ async def test_revocation_reaches_another_process_within_a_poll(
         make_engine: EngineFactory) -> None:
     a = await make_engine(revocation_poll_interval=0.05)
     b = await make_engine(revocation_poll_interval=0.05)
-    await a.create_user("hank", PW)
-    value, _, user = await a.login("hank", PW)
-    assert await b.session_principal(value) is not None  # b caches it now
-    pair = await a.password_grant("hank", PW)
-    assert (await b.token_principal(pair.access_token)).user.id == user.id
-    await a.logout_everywhere(user)
+    await a.users.create_user("hank", PW)
+    value, _, user = await a.sessions.login("hank", PW)
+    assert await b.sessions.session_principal(value) is not None  # b caches it now
+    pair = await a.grants.password_grant("hank", PW)
+    assert (await b.grants.token_principal(pair.access_token)).user.id == user.id
+    await a.sessions.logout_everywhere(user)
 
     async def token_refused() -> bool:
         try:
-            await b.token_principal(pair.access_token)
+            await b.grants.token_principal(pair.access_token)
         except InvalidToken:
             return True
         return False
 
     # Polled with a deadline (the contract's one second), not slept on.
     deadline = time.monotonic() + 1.0
-    while await b.session_principal(value) is not None or not await token_refused():
+    while await b.sessions.session_principal(value) is not None or not await token_refused():
         assert time.monotonic() < deadline, "b still accepts after 1 s"
         await asyncio.sleep(0.01)
-    assert await b.session_principal(value) is None
+    assert await b.sessions.session_principal(value) is None
 
 
 async def test_ten_concurrent_refreshes_one_wins(engine: Engine) -> None:
-    await engine.create_user("ivy", PW)
-    pair = await engine.password_grant("ivy", PW)
-    results = await asyncio.gather(*[engine.refresh_grant(pair.refresh_token)
+    await engine.users.create_user("ivy", PW)
+    pair = await engine.grants.password_grant("ivy", PW)
+    results = await asyncio.gather(*[engine.grants.refresh_grant(pair.refresh_token)
                                      for _ in range(10)], return_exceptions=True)
     winners = [r for r in results if not isinstance(r, BaseException)]
     assert len(winners) == 1
@@ -202,99 +203,99 @@ async def test_ten_concurrent_refreshes_one_wins(engine: Engine) -> None:
 
 
 async def test_refresh_reuse_revokes_the_family(engine: Engine) -> None:
-    await engine.create_user("jack", PW)
-    first = await engine.password_grant("jack", PW)
-    second = await engine.refresh_grant(first.refresh_token)
+    await engine.users.create_user("jack", PW)
+    first = await engine.grants.password_grant("jack", PW)
+    second = await engine.grants.refresh_grant(first.refresh_token)
     with pytest.raises(InvalidGrant):
-        await engine.refresh_grant(first.refresh_token)
+        await engine.grants.refresh_grant(first.refresh_token)
     with pytest.raises(InvalidGrant):
-        await engine.refresh_grant(second.refresh_token)
+        await engine.grants.refresh_grant(second.refresh_token)
     with pytest.raises(InvalidToken):
-        await engine.token_principal(second.access_token)
+        await engine.grants.token_principal(second.access_token)
 
 
 async def test_family_lifetime_is_not_extended_by_rotation(make_engine: EngineFactory,
                                                            clock: ManualClock) -> None:
     engine = await make_engine(refresh_token_ttl=3600)
-    await engine.create_user("kate", PW)
-    pair = await engine.password_grant("kate", PW)
+    await engine.users.create_user("kate", PW)
+    pair = await engine.grants.password_grant("kate", PW)
     for _ in range(3):
         clock.advance(1000)
-        pair = await engine.refresh_grant(pair.refresh_token)
+        pair = await engine.grants.refresh_grant(pair.refresh_token)
     clock.advance(700)
     with pytest.raises(InvalidGrant):
-        await engine.refresh_grant(pair.refresh_token)
+        await engine.grants.refresh_grant(pair.refresh_token)
 
 
 async def test_max_sessions_evicts_least_recently_used(make_engine: EngineFactory,
                                                        clock: ManualClock) -> None:
     engine = await make_engine(max_sessions_per_user=2, session_touch_interval=0)
-    await engine.create_user("liam", PW)
-    first, _, _ = await engine.login("liam", PW)
+    await engine.users.create_user("liam", PW)
+    first, _, _ = await engine.sessions.login("liam", PW)
     clock.advance(1)
-    second, _, _ = await engine.login("liam", PW)
+    second, _, _ = await engine.sessions.login("liam", PW)
     clock.advance(1)
-    assert await engine.session_principal(first) is not None  # first is now the fresher
+    assert await engine.sessions.session_principal(first) is not None  # first is now the fresher
     clock.advance(1)
-    third, _, _ = await engine.login("liam", PW)
-    assert await engine.session_principal(second) is None
-    assert await engine.session_principal(first) is not None
-    assert await engine.session_principal(third) is not None
+    third, _, _ = await engine.sessions.login("liam", PW)
+    assert await engine.sessions.session_principal(second) is None
+    assert await engine.sessions.session_principal(first) is not None
+    assert await engine.sessions.session_principal(third) is not None
 
 
 async def test_revoke_someone_elses_entry_is_not_found(engine: Engine) -> None:
-    await engine.create_user("mia", PW)
-    await engine.create_user("ned", PW)
-    _, mia_session, _ = await engine.login("mia", PW)
-    ned_value, _, _ = await engine.login("ned", PW)
-    ned = await engine.session_principal(ned_value)
+    await engine.users.create_user("mia", PW)
+    await engine.users.create_user("ned", PW)
+    _, mia_session, _ = await engine.sessions.login("mia", PW)
+    ned_value, _, _ = await engine.sessions.login("ned", PW)
+    ned = await engine.sessions.session_principal(ned_value)
     assert ned is not None
     with pytest.raises(NotFound):
-        await engine.revoke_sign_in(ned, mia_session.id)
+        await engine.sessions.revoke_sign_in(ned, mia_session.id)
 
 
 async def test_account_throttle_backoff_grows_and_success_resets(make_engine: EngineFactory,
                                                                  clock: ManualClock) -> None:
     engine = await make_engine(account_lock_threshold=3)
-    await engine.create_user("olga", PW)
+    await engine.users.create_user("olga", PW)
     for _ in range(3):
         with pytest.raises(InvalidCredentials):
-            await engine.check_password("olga", "wrong wrong wrong", "9.9.9.1")
+            await engine.signin.check_password("olga", "wrong wrong wrong", "9.9.9.1")
     with pytest.raises(Throttled) as first:
-        await engine.check_password("olga", PW, "9.9.9.2")  # right password, still locked
+        await engine.signin.check_password("olga", PW, "9.9.9.2")  # right password, still locked
     clock.advance(first.value.retry_after)
     with pytest.raises(InvalidCredentials):
-        await engine.check_password("olga", "wrong wrong wrong", "9.9.9.3")
+        await engine.signin.check_password("olga", "wrong wrong wrong", "9.9.9.3")
     with pytest.raises(Throttled) as second:
-        await engine.check_password("olga", PW, "9.9.9.4")
+        await engine.signin.check_password("olga", PW, "9.9.9.4")
     assert second.value.retry_after > first.value.retry_after
     clock.advance(second.value.retry_after)
-    await engine.check_password("olga", PW, "9.9.9.5")
+    await engine.signin.check_password("olga", PW, "9.9.9.5")
     with pytest.raises(InvalidCredentials):  # the count was reset: no lock after one failure
-        await engine.check_password("olga", "wrong wrong wrong", "9.9.9.6")
-    await engine.check_password("olga", PW, "9.9.9.7")
+        await engine.signin.check_password("olga", "wrong wrong wrong", "9.9.9.6")
+    await engine.signin.check_password("olga", PW, "9.9.9.7")
 
 
 async def test_disable_ends_everything(engine: Engine) -> None:
-    user = await engine.create_user("pia", PW)
-    value, _, _ = await engine.login("pia", PW)
-    pair = await engine.password_grant("pia", PW)
-    await engine.set_disabled(user, True)
-    assert await engine.session_principal(value) is None
+    user = await engine.users.create_user("pia", PW)
+    value, _, _ = await engine.sessions.login("pia", PW)
+    pair = await engine.grants.password_grant("pia", PW)
+    await engine.users.set_disabled(user, True)
+    assert await engine.sessions.session_principal(value) is None
     with pytest.raises(InvalidToken):
-        await engine.token_principal(pair.access_token)
+        await engine.grants.token_principal(pair.access_token)
     with pytest.raises(InvalidGrant):
-        await engine.refresh_grant(pair.refresh_token)
+        await engine.grants.refresh_grant(pair.refresh_token)
     with pytest.raises(InvalidCredentials):
-        await engine.login("pia", PW)
-    await engine.set_disabled(user, False)
-    assert (await engine.login("pia", PW))[2].id == user.id
+        await engine.sessions.login("pia", PW)
+    await engine.users.set_disabled(user, False)
+    assert (await engine.sessions.login("pia", PW))[2].id == user.id
 
 
 async def test_purge_deletes_expired(make_engine: EngineFactory, clock: ManualClock) -> None:
     engine = await make_engine(session_idle_ttl=60, session_absolute_ttl=120)
-    await engine.create_user("quinn", PW)
-    await engine.login("quinn", PW)
+    await engine.users.create_user("quinn", PW)
+    await engine.sessions.login("quinn", PW)
     clock.advance(121)
     counts = await engine.purge()
     assert counts["sessions"] == 1

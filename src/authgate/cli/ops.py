@@ -132,7 +132,7 @@ def audit_list(username: str | None, since: str | None, limit: int, as_json: boo
     async def job(engine: Any) -> Any:
         user_id = None
         if username is not None:
-            user = await engine.user_by_name(username)
+            user = await engine.users.user_by_name(username)
             if user is None:
                 raise AuthGateError(f"no user named {username!r}")
             user_id = user.id

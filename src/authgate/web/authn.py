@@ -41,11 +41,11 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
     if accept in ("any", "token"):
         token = bearer_token(conn)
         if token is not None:
-            return await engine.token_principal(token)
+            return await engine.grants.token_principal(token)
         at_cookie = get_cookie(conn, engine.cookie_names[1])
         if at_cookie:
             try:
-                principal = await engine.token_principal(at_cookie, via_cookie=True)
+                principal = await engine.grants.token_principal(at_cookie, via_cookie=True)
             except InvalidToken as exc:
                 if accept == "token":
                     raise
@@ -53,7 +53,7 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
     if principal is None and accept in ("any", "session"):
         value = get_cookie(conn, engine.cookie_names[0])
         if value:
-            principal = await engine.session_principal(value)
+            principal = await engine.sessions.session_principal(value)
             if principal is None:
                 refused = "unknown, expired or revoked session"
     if principal is None:

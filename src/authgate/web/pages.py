@@ -121,7 +121,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
-                          form_token=engine.mac("login-form", nonce) if nonce else "")
+                          form_token=engine.macs.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
                        max_age=NONCE_TTL)
@@ -140,7 +140,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return login_form(request, "That sign-in came from another site and was "
                               "refused. Please sign in here.", 403, keep_nonce=nonce)
         try:
-            check_csrf(request, s, engine.mac("login-form", nonce) if nonce else None,
+            check_csrf(request, s, engine.macs.mac("login-form", nonce) if nonce else None,
                        sent=form.get("form_token", ""))
         except CsrfError as exc:
             exc.reason = f"login form: {'no nonce cookie' if not nonce else exc.reason}"
@@ -149,10 +149,11 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                               "Please try again.", 403)
         username = form.get("username", "")
         try:
-            value, rec, user = await engine.login(
+            value, rec, user = await engine.sessions.login(
                 username, form.get("password", ""), remember=form.get("remember") == "on",
                 ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
-                device=get_cookie(request, s.device_cookie))
+                device=get_cookie(request, s.device_cookie),
+                replacing=get_cookie(request, s.session_cookie))
         except Throttled as exc:
             log_refusal(exc)
             return login_form(request, "Too many attempts. Try again in "
@@ -161,7 +162,6 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             exc.reason = "login form: " + (exc.reason or exc.code)
             log_refusal(exc)
             return login_form(request, "Invalid username or password.", 401, username)
-        await engine.end_session(get_cookie(request, s.session_cookie))
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
         set_session_cookie(response, s, value, rec)
@@ -183,7 +183,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         principal = await current(request)
         if principal is None:
             return to_login(request)
-        entries = await engine.sign_ins(principal)
+        entries = await engine.sessions.sign_ins(principal)
         events = await engine.audit.list_events(user_id=principal.user.id, limit=20)
         return render("account.html", user=principal.user, principal=principal,
                       events=[{"type": ev.type, "at": iso(ev.at), "ip": ev.ip,
@@ -209,14 +209,14 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                           message="That request came from another site or an old page.")
         action = request.path_params["action"]
         if action == "logout":
-            await engine.logout(principal)
+            await engine.sessions.logout(principal)
             return _logged_out(s)
         if action == "logout-all":
-            await engine.logout_everywhere(principal.user)
+            await engine.sessions.logout_everywhere(principal.user)
             return _logged_out(s)
         if action == "revoke":
             with contextlib.suppress(NotFound):
-                await engine.revoke_sign_in(principal, form.get("id", ""))
+                await engine.sessions.revoke_sign_in(principal, form.get("id", ""))
             if form.get("id") == (principal.session.id if principal.session else None):
                 return _logged_out(s)
             return RedirectResponse("/account?done=revoked", status_code=303)

@@ -91,7 +91,7 @@ def set_device_cookie(response: Response, engine: Engine, user_id: str) -> None:
     """After a successful sign-in: a new device cookie (login throttling of a known browser,
     see :meth:`Engine.device_cookie`), long-lived, HttpOnly, SameSite=Strict."""
     s = engine.settings
-    set_cookie(response, s.device_cookie, engine.device_cookie(user_id),
+    set_cookie(response, s.device_cookie, engine.signin.device_cookie(user_id),
                secure=s.cookie_secure, max_age=s.device_cookie_ttl, samesite="strict")
 
 
@@ -140,7 +140,7 @@ def build_router(engine: Engine) -> APIRouter:
     async def register(request: Request) -> Response:
         data = await read_params(request)
         check_fields(data, {"username", "password"}, {"username", "password"})
-        user = await engine.register(data["username"], data["password"],
+        user = await engine.users.register(data["username"], data["password"],
                                      ip=client_ip(request, s))
         return JSONResponse(user_json(user), status_code=201, headers=NO_STORE)
 
@@ -153,11 +153,11 @@ def build_router(engine: Engine) -> APIRouter:
         remember = data.get("remember", False)
         if not isinstance(remember, bool):
             raise BadRequest("remember must be true or false")
-        value, rec, user = await engine.login(
+        value, rec, user = await engine.sessions.login(
             data["username"], data["password"], remember=remember,
             ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
-            device=get_cookie(request, s.device_cookie))
-        await engine.end_session(get_cookie(request, s.session_cookie))
+            device=get_cookie(request, s.device_cookie),
+            replacing=get_cookie(request, s.session_cookie))
         response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
                                 headers=NO_STORE)
         set_session_cookie(response, s, value, rec)
@@ -167,7 +167,7 @@ def build_router(engine: Engine) -> APIRouter:
     @router.post("/auth/logout", status_code=204, summary="End the current session")
     async def logout(request: Request) -> Response:
         principal = await authenticate(engine, request)
-        await engine.logout(principal)
+        await engine.sessions.logout(principal)
         response = Response(status_code=204, headers=NO_STORE)
         clear_sent_cookies(request, response)
         return response
@@ -179,7 +179,7 @@ def build_router(engine: Engine) -> APIRouter:
     @router.get("/auth/sessions", summary="Every session and token family of the caller")
     async def sessions(request: Request) -> Response:
         principal = await authenticate(engine, request)
-        entries = await engine.sign_ins(principal)
+        entries = await engine.sessions.sign_ins(principal)
         return JSONResponse([
             {"id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
              "last_seen_at": iso(e.last_seen_at), "expires_at": iso(e.expires_at),
@@ -190,7 +190,7 @@ def build_router(engine: Engine) -> APIRouter:
                    summary="Revoke one session or token family")
     async def revoke_one(request: Request, entry_id: str) -> Response:
         principal = await authenticate(engine, request)
-        await engine.revoke_sign_in(principal, entry_id)
+        await engine.sessions.revoke_sign_in(principal, entry_id)
         response = Response(status_code=204, headers=NO_STORE)
         if principal.session is not None and principal.session.id == entry_id:
             clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
@@ -199,7 +199,7 @@ def build_router(engine: Engine) -> APIRouter:
     @router.delete("/auth/sessions", status_code=204, summary="Log out everywhere")
     async def revoke_all(request: Request) -> Response:
         principal = await authenticate(engine, request)
-        await engine.logout_everywhere(principal.user)
+        await engine.sessions.logout_everywhere(principal.user)
         response = Response(status_code=204, headers=NO_STORE)
         clear_sent_cookies(request, response)
         return response
@@ -211,7 +211,7 @@ def build_router(engine: Engine) -> APIRouter:
         data = await read_params(request)
         check_fields(data, {"current_password", "new_password"},
                      {"current_password", "new_password"})
-        rotated = await engine.change_password(principal, data["current_password"],
+        rotated = await engine.sessions.change_password(principal, data["current_password"],
                                                data["new_password"], client_ip(request, s))
         response = Response(status_code=204, headers=NO_STORE)
         if rotated is not None:
@@ -240,7 +240,7 @@ def build_router(engine: Engine) -> APIRouter:
         if grant == "password":
             if "username" not in data or "password" not in data:
                 raise InvalidRequest("username and password are required")
-            pair = await engine.password_grant(
+            pair = await engine.grants.password_grant(
                 data["username"], data["password"], data.get("scope"), ip=ip,
                 user_agent=request.headers.get("user-agent", ""),
                 device=get_cookie(request, s.device_cookie))
@@ -252,10 +252,10 @@ def build_router(engine: Engine) -> APIRouter:
                     raise InvalidRequest("refresh_token is required")
                 check_origin(request, s)
                 cookie = True
-                pair = await engine.refresh_grant(
+                pair = await engine.grants.refresh_grant(
                     refresh, ip=ip, csrf=request.headers.get("x-csrf-token", ""))
             else:
-                pair = await engine.refresh_grant(refresh, ip=ip)
+                pair = await engine.grants.refresh_grant(refresh, ip=ip)
         elif grant is None:
             raise InvalidRequest("grant_type is required")
         else:
@@ -271,7 +271,7 @@ def build_router(engine: Engine) -> APIRouter:
         if not cookie:
             body.update(access_token=pair.access_token, refresh_token=pair.refresh_token)
             return JSONResponse(body, headers=NO_STORE)
-        body["csrf_token"] = engine.token_csrf(pair.family_id)
+        body["csrf_token"] = engine.grants.token_csrf(pair.family_id)
         response = JSONResponse(body, headers=NO_STORE)
         set_cookie(response, s.access_cookie, pair.access_token, secure=s.cookie_secure,
                    max_age=pair.expires_in)
@@ -286,7 +286,7 @@ def build_router(engine: Engine) -> APIRouter:
         check_fields(data, {"token", "token_type_hint", "client_id"})
         if not isinstance(data.get("token"), str) or not data["token"]:
             raise InvalidRequest("token is required")
-        await engine.revoke_token(data["token"], ip=client_ip(request, s))
+        await engine.grants.revoke_token(data["token"], ip=client_ip(request, s))
         return Response(status_code=200, headers=NO_STORE)
 
     router.add_api_route("/auth/verify", hot["/auth/verify"], methods=["GET"],

@@ -1,0 +1,120 @@
+"""Users: create, register, look up, disable, set password and roles."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+from authgate.clock import Clock
+from authgate.core.credentials import new_id
+from authgate.core.revocation import Revocations
+from authgate.core.signin import MAX_USERNAME_LENGTH, SignIn
+from authgate.errors import InvalidRequest, RegistrationClosed
+from authgate.events import Events
+from authgate.hotstate import HotState
+from authgate.models import Revocation, User
+from authgate.passwords import PasswordHasher, check_policy
+from authgate.settings import Settings
+from authgate.store.records import Records
+
+
+class Users:
+    def __init__(self, settings: Settings, clock: Clock, records: Records, hot: HotState,
+                 hasher: PasswordHasher, events: Events, revocations: Revocations,
+                 signin: SignIn) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.records = records
+        self.hot = hot
+        self.hasher = hasher
+        self.events = events
+        self.revocations = revocations
+        self.signin = signin
+
+    async def create_user(self, username: str, password: str, roles: list[str] | None = None,
+                          *, check: bool = True, actor: str = "operator") -> User:
+        username = clean_username(username)
+        if check:
+            check_policy(password, min_length=self.settings.password_min_length,
+                         username=username)
+        user = User(id=new_id(), username=username, roles=tuple(roles or ()),
+                    created_at=self.clock.now())
+        created = await self.records.create_user(user, await self.hasher.hash(password))
+        self.events.emit("user.created", user_id=user.id, actor=actor)
+        return created
+
+    async def register(self, username: str, password: str, *, ip: str | None = None) -> User:
+        """Open registration. ``ip``: the client's address, limited to
+        ``REGISTRATION_LIMIT`` per ``REGISTRATION_WINDOW`` (None: not from the network)."""
+        if not self.settings.open_registration:
+            raise RegistrationClosed()
+        if ip is not None:
+            await self.signin.limit("reg", ip, self.settings.registration_limit,
+                                    self.settings.registration_window)
+        return await self.create_user(username, password, actor="user")
+
+    async def get_user(self, user_id: str) -> User | None:
+        cached = self.hot.users.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self.hot.generation
+        user = await self.records.get_user(user_id)
+        # A revocation applied while the read was in flight: do not cache what it replaced.
+        if user is not None and self.hot.generation == generation:
+            self.hot.users.put(user_id, user)
+        return user
+
+    async def user_by_name(self, username: str) -> User | None:
+        found = await self.records.user_with_hash(username)
+        return found[0] if found else None
+
+    async def set_disabled(self, user: User, disabled: bool) -> None:
+        """Disable (ending every session, token family and access token) or enable."""
+        if disabled:
+            await self.revocations.everything_of(user.id, disabled=True)
+        else:
+            await self.records.update_user(user.id, disabled=False)
+            await self.revocations.publish([Revocation("user", user.id)])
+        self.events.emit("user.disabled" if disabled else "user.enabled", user_id=user.id,
+                         actor="operator")
+
+    async def set_password(self, user: User, password: str, *, keep_session: str | None = None,
+                           keep_family: str | None = None) -> None:
+        """Set a new password and end every other session and token family."""
+        check_policy(password, min_length=self.settings.password_min_length,
+                     username=user.username)
+        new_hash = await self.hasher.hash(password)
+        now = self.clock.now()
+        await self.records.update_user(user.id, password_hash=new_hash)
+        events: list[str | Revocation] = []
+        events += await self.records.delete_sessions(now, user_id=user.id, keep=keep_session)
+        events += await self.records.revoke_families(now, user_id=user.id, keep=keep_family)
+        await self.revocations.publish([*events, Revocation("user", user.id)])
+        self.events.emit("password.changed", user_id=user.id,
+                         actor="user" if keep_session or keep_family else "operator")
+
+    async def set_roles(self, user: User, roles: list[str]) -> None:
+        """Set the user's roles to exactly ``roles``. Their access tokens issued before end
+        (the scopes in them came from the old roles); sessions, whose scopes come from the
+        user's current roles, see the change on every process within the revocation bound;
+        a refresh derives its scope from the new roles."""
+        clean = tuple(dict.fromkeys(r.strip() for r in roles))
+        if any(not r or len(r) > 64 or any(c.isspace() for c in r) for r in clean):
+            raise InvalidRequest("a role is 1 to 64 characters without spaces")
+        # Whole seconds as for a password change; a token of this very second carrying the
+        # old roles is refused by the access-token check's roles comparison.
+        await self.records.cut_off_user(user.id, float(int(self.clock.now())), roles=clean)
+        await self.revocations.publish([Revocation("user", user.id)])
+        self.events.emit("user.roles_changed", user_id=user.id, actor="operator",
+                         roles=",".join(roles))
+
+
+def clean_username(username: Any) -> str:
+    if not isinstance(username, str):
+        raise InvalidRequest("username must be a string")
+    name = unicodedata.normalize("NFC", username).strip()
+    if not 1 <= len(name) <= MAX_USERNAME_LENGTH:
+        raise InvalidRequest(f"username must be 1 to {MAX_USERNAME_LENGTH} characters")
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise InvalidRequest("username must not contain control characters")
+    return name
