@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
+    from authgate.core.grants import Grants
+    from authgate.core.sessions import Sessions
+    from authgate.core.users import Users
+
 Dependency = Callable[..., Awaitable[Principal]]
 
 
@@ -54,11 +58,33 @@ class AuthGate:
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
         """Starts the engine (migrations, keys, revocation watcher) and stops it."""
-        await self.engine.start()
-        try:
+        async with self:
             yield
-        finally:
-            await self.engine.stop()
+
+    async def __aenter__(self) -> AuthGate:
+        """``async with AuthGate(settings) as gate:`` for scripts: started, then stopped."""
+        await self.engine.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.engine.stop()
+
+    # -- the services, for scripts and operators' tools -------------------------------------
+
+    @property
+    def users(self) -> Users:
+        """Create, look up, disable users; set passwords and roles."""
+        return self.engine.users
+
+    @property
+    def sessions(self) -> Sessions:
+        """Log in, look up, rotate and end cookie sessions; list a user's sign-ins."""
+        return self.engine.sessions
+
+    @property
+    def grants(self) -> Grants:
+        """Token grants (password, refresh), access-token checks, RFC 7009 revocation."""
+        return self.engine.grants
 
     @cached_property
     def router(self) -> APIRouter:

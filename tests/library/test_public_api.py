@@ -45,3 +45,24 @@ def test_registered_claims_are_refused_at_start_up(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="sub"):
         asyncio.run(start())
+
+
+def test_a_script_uses_the_gate_as_an_async_context(tmp_path: Path) -> None:
+    """One root: ``async with AuthGate(settings) as gate`` starts everything a script needs
+    and the services are reached through it, not through the engine's internals."""
+    import asyncio
+
+    async def script() -> tuple[bool, bool, bool]:
+        settings = authgate.Settings(database_url=f"sqlite:///{tmp_path}/script.db")
+        async with authgate.AuthGate(settings) as gate:
+            user = await gate.users.create_user("scripted-sam", "a long enough passphrase 7")
+            value, _, _ = await gate.sessions.login("scripted-sam", "a long enough passphrase 7")
+            signed_in = await gate.sessions.session_principal(value) is not None
+            pair = await gate.grants.password_grant("scripted-sam",
+                                                    "a long enough passphrase 7")
+            token_ok = (await gate.grants.token_principal(pair.access_token)).user.id == user.id
+            await gate.sessions.logout_everywhere(user)
+            ended = await gate.sessions.session_principal(value) is None
+        return signed_in, token_ok, ended
+
+    assert asyncio.run(script()) == (True, True, True)
