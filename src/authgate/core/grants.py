@@ -7,6 +7,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from authgate.clock import Clock
@@ -27,27 +28,23 @@ from authgate.tokens import AccessTokens
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
+@dataclass(eq=False)
 class Grants:
-    def __init__(self, settings: Settings, clock: Clock, records: Records, hot: HotState,
-                 keys: KeyRing, tokens: AccessTokens, users: Users, signin: SignIn,
-                 revocations: Revocations, events: Events, metrics: Metrics, macs: Macs,
-                 last_seen: Callable[[str], float | None],
-                 extra_claims: ExtraClaims | None = None) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.records = records
-        self.hot = hot
-        self.keys = keys
-        self.tokens = tokens
-        self.users = users
-        self.signin = signin
-        self.revocations = revocations
-        self.events = events
-        self.metrics = metrics
-        self.macs = macs
-        self.last_seen = last_seen
-        self.extra_claims = extra_claims
-        self._keys_loaded_at = 0.0
+    settings: Settings
+    clock: Clock
+    records: Records
+    hot: HotState
+    keys: KeyRing
+    tokens: AccessTokens
+    users: Users
+    signin: SignIn
+    revocations: Revocations
+    events: Events
+    metrics: Metrics
+    macs: Macs
+    last_seen: Callable[[str], float | None]
+    extra_claims: ExtraClaims | None = None
+    _keys_loaded_at: float = field(default=0.0, init=False)
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
                              ip: str = "", user_agent: str = "",

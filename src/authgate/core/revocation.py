@@ -7,6 +7,7 @@ tails."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
@@ -19,14 +20,13 @@ if TYPE_CHECKING:
     from authgate.redis import RedisBackend
 
 
+@dataclass(eq=False)
 class Revocations:
-    def __init__(self, records: Records, hot: HotState, clock: Clock,
-                 socket_bus: SocketBus | None, redis: RedisBackend | None) -> None:
-        self.records = records
-        self.hot = hot
-        self.clock = clock
-        self.socket_bus = socket_bus
-        self.redis = redis
+    records: Records
+    hot: HotState
+    clock: Clock
+    socket_bus: SocketBus | None
+    redis: RedisBackend | None
 
     async def publish(self, events: Iterable[str | Revocation]) -> None:
         """Apply ``events`` (already logged by the store) here, and tell the others."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
@@ -22,25 +23,26 @@ if TYPE_CHECKING:
     from authgate.redis import RedisBackend
 
 
+@dataclass(eq=False)
 class Sessions:
-    def __init__(self, settings: Settings, clock: Clock, records: Records, hot: HotState,
-                 redis: RedisBackend | None, users: Users, signin: SignIn,
-                 revocations: Revocations, events: Events, metrics: Metrics) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.records = records
-        self.hot = hot
-        self.redis = redis
-        self.users = users
-        self.signin = signin
-        self.revocations = revocations
-        self.events = events
-        self.metrics = metrics
-        self._scopes: dict[tuple[str, ...], tuple[str, ...]] = {}
+    settings: Settings
+    clock: Clock
+    records: Records
+    hot: HotState
+    redis: RedisBackend | None
+    users: Users
+    signin: SignIn
+    revocations: Revocations
+    events: Events
+    metrics: Metrics
+    _scopes: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, init=False)
+    _touch_interval: float = field(init=False)
+
+    def __post_init__(self) -> None:
         # Other workers judge idleness from the stored last-seen, which lags by up to this
         # interval: never more than a tenth of the idle timeout.
-        self._touch_interval = min(settings.session_touch_interval,
-                                   settings.session_idle_ttl / 10)
+        self._touch_interval = min(self.settings.session_touch_interval,
+                                   self.settings.session_idle_ttl / 10)
 
     async def login(self, username: Any, password: Any, *, remember: bool = False,
                     ip: str = "", user_agent: str = "", device: str | None = None,

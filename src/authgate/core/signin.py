@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from authgate.core.credentials import Macs, hash_for_log
@@ -20,15 +21,14 @@ log = logging.getLogger("authgate")
 MAX_USERNAME_LENGTH = 150
 
 
+@dataclass(eq=False)
 class SignIn:
-    def __init__(self, records: Records, throttle: ThrottleStore, hasher: PasswordHasher,
-                 events: Events, metrics: Metrics, macs: Macs) -> None:
-        self.records = records
-        self.throttle = throttle
-        self.hasher = hasher
-        self.events = events
-        self.metrics = metrics
-        self.macs = macs
+    records: Records
+    throttle: ThrottleStore
+    hasher: PasswordHasher
+    events: Events
+    metrics: Metrics
+    macs: Macs
 
     async def check_password(self, username: Any, password: Any, ip: str, *,
                              device: str | None = None) -> User:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 from authgate.clock import Clock
@@ -18,18 +19,16 @@ from authgate.settings import Settings
 from authgate.store.records import Records
 
 
+@dataclass(eq=False)
 class Users:
-    def __init__(self, settings: Settings, clock: Clock, records: Records, hot: HotState,
-                 hasher: PasswordHasher, events: Events, revocations: Revocations,
-                 signin: SignIn) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.records = records
-        self.hot = hot
-        self.hasher = hasher
-        self.events = events
-        self.revocations = revocations
-        self.signin = signin
+    settings: Settings
+    clock: Clock
+    records: Records
+    hot: HotState
+    hasher: PasswordHasher
+    events: Events
+    revocations: Revocations
+    signin: SignIn
 
     async def create_user(self, username: str, password: str, roles: list[str] | None = None,
                           *, check: bool = True, actor: str = "operator") -> User:
