@@ -36,14 +36,15 @@ from authgate.errors import (
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
-from authgate.localbus import PgNotifyBus, SocketBus
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, TokenFamily, TokenPair, User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy, normalize
 from authgate.settings import Settings, check_extra_claims
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
+from authgate.store.pg_notify_bus import PgNotifyBus
 from authgate.store.records import Records, username_key
+from authgate.store.socket_bus import SocketBus
 from authgate.tasks import cancel
 from authgate.throttle import DbThrottle, ThrottleStore, address_key
 from authgate.tokens import AccessTokens
