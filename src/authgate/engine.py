@@ -51,7 +51,7 @@ from authgate.tokens import AccessTokens
 from authgate.webhooks import WebhookSender
 
 if TYPE_CHECKING:
-    from authgate.redis import RedisBackend
+    from authgate.store.redis_backend import RedisBackend
 
 log = logging.getLogger("authgate")
 
@@ -121,7 +121,8 @@ class Engine:
             self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply, delay)
         self.redis: RedisBackend | None = None
         if settings.redis_url:
-            from authgate.redis import RedisBackend, RedisThrottle
+            from authgate.store.redis_backend import RedisBackend
+            from authgate.store.redis_throttle import RedisThrottle
 
             self.redis = RedisBackend(settings.redis_url, self.hot, self.clock,
                                       settings.redis_prefix)
