@@ -42,11 +42,13 @@ from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, check_policy
 from authgate.settings import Settings, check_extra_claims
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
+from authgate.store.db_throttle import DbThrottle
 from authgate.store.pg_notify_bus import PgNotifyBus
+from authgate.store.protocols import ThrottleStore
 from authgate.store.records import Records, username_key
 from authgate.store.socket_bus import SocketBus
 from authgate.tasks import cancel
-from authgate.throttle import DbThrottle, ThrottleStore, address_key
+from authgate.throttle import address_key
 from authgate.tokens import AccessTokens
 from authgate.webhooks import WebhookSender
 
