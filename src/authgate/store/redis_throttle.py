@@ -31,7 +31,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 if failures >= threshold then
   local delay = tonumber(ARGV[6]) * 2 ^ math.min(failures - threshold, 20)
   if delay > tonumber(ARGV[7]) then delay = tonumber(ARGV[7]) end
-  redis.call('HSET', KEYS[1], 'locked_until', tostring(now + delay))
+  -- %.17g (exact), not tostring: its 14 significant digits round epoch times to 0.1 ms,
+  -- enough to make a 2 s lock answer Retry-After: 3
+  redis.call('HSET', KEYS[1], 'locked_until', string.format('%.17g', now + delay))
 end
 if #KEYS > 1 then
   redis.call('INCR', KEYS[2])
