@@ -20,8 +20,9 @@ from authgate.clock import ManualClock
 from authgate.store.db import Database
 from authgate.store.db_throttle import DbThrottle
 from authgate.store.pg_notify_bus import PgNotifyBus
-from authgate.store.protocols import RevocationBus, ThrottleStore
+from authgate.store.protocols import RevocationBus, SessionCache, ThrottleStore
 from authgate.store.redis_bus import RedisBus
+from authgate.store.redis_sessions import RedisSessions
 from authgate.store.redis_throttle import RedisThrottle
 from authgate.store.shared import log_revocations
 from authgate.store.socket_bus import SocketBus
@@ -181,3 +182,31 @@ async def buses(bus_backend: Buses) -> AsyncIterator[Buses]:
     yield bus_backend
     for instance in bus_backend.started:
         await instance.bus.stop()
+
+
+# -- RecordStore and SessionCache ----------------------------------------------------------
+
+RECORD_BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=RECORD_BACKENDS)
+def record_db(request: pytest.FixtureRequest) -> Database:
+    db: Database = request.getfixturevalue(f"{request.param}_database")
+    return db
+
+
+@dataclass
+class Caches:
+    """Builds session caches of one backend sharing one store; ``epoch`` is the cache
+    generation the database vouches for (a backend without one ignores it)."""
+
+    make: Callable[[Callable[[], int]], SessionCache]
+
+
+SESSION_CACHE_BACKENDS = ["redis"]
+
+
+@pytest.fixture(params=SESSION_CACHE_BACKENDS)
+def caches(request: pytest.FixtureRequest) -> Caches:
+    client, prefix = request.getfixturevalue("redis_prefix")
+    return Caches(lambda epoch: RedisSessions(client, prefix, epoch))
