@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from authgate.models import TokenFamily
 from authgate.store import schema as t
@@ -78,7 +79,7 @@ class TokenRecords(SqlArea):
                     rt.c.parent_hash == token_hash, rt.c.used_at.is_not(None)).limit(1))
                     ).first() is not None
                 if grace <= 0 or now - used_at > grace or child_used:
-                    await revoke_family(conn, fam.id, now)
+                    await self._revoke_family(conn, fam.id, now)
                     await self._log(conn, [f"family:{fam.id}"], now)
                     return "reuse", fam
                 # A replay within the grace window gets a sibling of the token the first
@@ -126,10 +127,14 @@ class TokenRecords(SqlArea):
             ids = list((await conn.execute(sa.select(t.token_families.c.id).where(
                 where, t.token_families.c.revoked_at.is_(None)))).scalars())
             for fid in ids:
-                await revoke_family(conn, fid, now)
+                await self._revoke_family(conn, fid, now)
             keys = [f"family:{fid}" for fid in ids]
             await self._log(conn, keys, now)
         return keys
+
+    async def _revoke_family(self, conn: AsyncConnection, family_id: str, now: float) -> None:
+        # A method (not only the function) so a test can slow one revocation down.
+        await revoke_family(conn, family_id, now)
 
     async def revoked_families_since(self, since: float) -> list[str]:
         """Families revoked after ``since``: their access tokens may still be unexpired."""
