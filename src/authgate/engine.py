@@ -25,21 +25,23 @@ from authgate.errors import AuthGateError, BackendUnavailable, InsufficientScope
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
-from authgate.localbus import PgNotifyBus, SocketBus
 from authgate.metrics import Metrics
 from authgate.models import Principal, User
 from authgate.passwords import PasswordHasher
 from authgate.settings import Settings, check_extra_claims
 from authgate.store.audit import AuditRecords
 from authgate.store.db import Database
+from authgate.store.db_throttle import DbThrottle
+from authgate.store.pg_notify_bus import PgNotifyBus
+from authgate.store.protocols import ThrottleStore
 from authgate.store.records import Records
+from authgate.store.socket_bus import SocketBus
 from authgate.tasks import cancel
-from authgate.throttle import DbThrottle, ThrottleStore
 from authgate.tokens import AccessTokens
 from authgate.webhooks import WebhookSender
 
 if TYPE_CHECKING:
-    from authgate.redis import RedisBackend
+    from authgate.store.redis_backend import RedisBackend
 
 __all__ = ["Engine", "ExtraClaims"]
 
@@ -89,7 +91,8 @@ class Engine:
             self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply, delay)
         self.redis: RedisBackend | None = None
         if settings.redis_url:
-            from authgate.redis import RedisBackend, RedisThrottle
+            from authgate.store.redis_backend import RedisBackend
+            from authgate.store.redis_throttle import RedisThrottle
 
             self.redis = RedisBackend(settings.redis_url, self.hot, self.clock,
                                       settings.redis_prefix)

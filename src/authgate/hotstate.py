@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
 from authgate.models import SessionRecord, User
-from authgate.store.records import Records
+from authgate.store.protocols import RevocationLog
 from authgate.tasks import cancel
 
 log = logging.getLogger("authgate")
@@ -104,7 +104,7 @@ VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB: a worker's budg
 class HotState:
     """Caches plus the revocation watcher that keeps them honest."""
 
-    def __init__(self, records: Records, clock: Clock, poll_interval: float = 0.25,
+    def __init__(self, records: RevocationLog, clock: Clock, poll_interval: float = 0.25,
                  stale_after: float = 1.0, capacity: int = 200_000) -> None:
         self.records = records
         self.clock = clock
@@ -124,7 +124,7 @@ class HotState:
         # Bumped by every revocation applied: a cold read that started before and ends
         # after a bump may hold what was just revoked, and must not be cached (h06).
         self.generation = 0
-        # The Redis session-cache epoch the database vouches for (see redis.py).
+        # The Redis session-cache epoch the database vouches for (see store/redis_backend.py).
         self.redis_epoch = 0
         self._fresh: dict[str, float] = {"db": 0.0}
         self._refreshers: dict[str, Callable[[], Awaitable[None]]] = {"db": self.poll}

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from authgate.errors import ConfigError
-from authgate.store.records import Records
+from authgate.store.protocols import KeyStore
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -93,7 +93,7 @@ class SigningKey:
 class KeyRing:
     """The keys this process signs and verifies with, loaded from the database."""
 
-    def __init__(self, records: Records, alg: str, key_file: Path | None = None,
+    def __init__(self, records: KeyStore, alg: str, key_file: Path | None = None,
                  hs256_secret: bytes | None = None) -> None:
         self.records = records
         self.alg = alg

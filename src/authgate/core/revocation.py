@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
 from authgate.hotstate import HotState
-from authgate.localbus import SocketBus
 from authgate.models import Revocation
 from authgate.store.records import Records
+from authgate.store.socket_bus import SocketBus
 
 if TYPE_CHECKING:
-    from authgate.redis import RedisBackend
+    from authgate.store.redis_backend import RedisBackend
 
 
 @dataclass(eq=False)

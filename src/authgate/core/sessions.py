@@ -20,7 +20,7 @@ from authgate.settings import Settings
 from authgate.store.records import Records
 
 if TYPE_CHECKING:
-    from authgate.redis import RedisBackend
+    from authgate.store.redis_backend import RedisBackend
 
 
 @dataclass(eq=False)

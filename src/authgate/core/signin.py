@@ -14,8 +14,9 @@ from authgate.events import Events
 from authgate.metrics import Metrics
 from authgate.models import User
 from authgate.passwords import MAX_PASSWORD_LENGTH, PasswordHasher, normalize
+from authgate.store.protocols import ThrottleStore
 from authgate.store.records import Records, username_key
-from authgate.throttle import ThrottleStore, address_key
+from authgate.throttle import address_key
 
 log = logging.getLogger("authgate")
 MAX_USERNAME_LENGTH = 150

@@ -1,0 +1,105 @@
+"""User records: accounts, their password hashes and roles, and the per-user token cutoff."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from authgate.errors import UsernameTaken
+from authgate.models import User
+from authgate.store import schema as t
+from authgate.store.shared import SqlArea
+
+
+def username_key(username: str) -> str:
+    """What makes two usernames the same account (NFKC, case-folded)."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def _user(row: RowMapping) -> User:
+    return User(
+        id=row["id"], username=row["username"], roles=tuple(json.loads(row["roles"])),
+        disabled=bool(row["disabled"]), created_at=row["created_at"],
+        tokens_valid_after=row["tokens_valid_after"],
+    )
+
+
+def _columns(values: dict[str, Any]) -> dict[str, Any]:
+    if "roles" in values:
+        values["roles"] = json.dumps(list(values["roles"]))
+    return values
+
+
+class UserRecords(SqlArea):
+    async def create_user(self, user: User, password_hash: str) -> User:
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(t.users.insert().values(
+                    id=user.id, username=user.username, username_key=username_key(user.username),
+                    password_hash=password_hash, roles=json.dumps(list(user.roles)),
+                    disabled=user.disabled, created_at=user.created_at,
+                    tokens_valid_after=user.tokens_valid_after,
+                ))
+        except IntegrityError:
+            raise UsernameTaken() from None
+        return user
+
+    async def user_with_hash(self, username: str) -> tuple[User, str] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(t.users).where(
+                t.users.c.username_key == username_key(username)))).mappings().first()
+        return (_user(row), row["password_hash"]) if row else None
+
+    async def password_hash(self, user_id: str) -> str | None:
+        async with self.db.read() as conn:
+            value = (await conn.execute(sa.select(t.users.c.password_hash).where(
+                t.users.c.id == user_id))).scalar()
+        return str(value) if value is not None else None
+
+    async def get_user(self, user_id: str) -> User | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.id == user_id))
+                   ).mappings().first()
+        return _user(row) if row else None
+
+    async def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = list(set(user_ids))
+        if not ids:
+            return {}
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(t.users).where(t.users.c.id.in_(ids)))
+                    ).mappings().all()
+        return {row["id"]: _user(row) for row in rows}
+
+    async def list_users(self) -> list[User]:
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(t.users).order_by(t.users.c.created_at))
+                    ).mappings().all()
+        return [_user(r) for r in rows]
+
+    async def update_user(self, user_id: str, **values: Any) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                t.users.update().where(t.users.c.id == user_id).values(**_columns(values)))
+        return bool(result.rowcount)
+
+    async def set_password_hash_if(self, user_id: str, old: str, new: str) -> None:
+        """Upgrade a hash unless it changed meanwhile (no lost password change)."""
+        async with self.db.write() as conn:
+            await conn.execute(t.users.update().where(
+                t.users.c.id == user_id, t.users.c.password_hash == old).values(
+                password_hash=new))
+
+    async def cut_off_user(self, user_id: str, at: float, **values: Any) -> None:
+        """Refuse the user's access tokens issued before ``at`` (and set ``values``), logged
+        as a revocation."""
+        async with self.db.write() as conn:
+            await conn.execute(t.users.update().where(t.users.c.id == user_id).values(
+                tokens_valid_after=at, **_columns(values)))
+            await self._log(conn, [f"user:{user_id}"], at)

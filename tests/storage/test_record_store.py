@@ -1,0 +1,130 @@
+"""RecordStore (``Records``) on SQLite and PostgreSQL: what the engine relies on, asked
+through the protocol's intent-named methods only."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from authgate.errors import UsernameTaken
+from authgate.models import SessionRecord, TokenFamily, User
+from authgate.store.db import Database
+from authgate.store.protocols import RecordStore
+from authgate.store.records import Records
+
+
+async def store(db: Database, *user_ids: str) -> RecordStore:
+    """The record store on ``db``, with users ``user_ids``."""
+    records = Records(db)
+    for uid in user_ids:
+        await records.create_user(User(id=uid, username=f"name-{uid}"), "hash")
+    return records
+
+
+def session(name: str, user_id: str, now: float, last_seen: float | None = None
+            ) -> SessionRecord:
+    return SessionRecord(id=f"s-{name}", token_hash=f"h-{name}", user_id=user_id,
+                         csrf_token="c", created_at=now, last_seen_at=last_seen or now,
+                         expires_at=now + 3600, idle_ttl=1800)
+
+
+def family(name: str, user_id: str, now: float, last_seen: float | None = None
+           ) -> TokenFamily:
+    return TokenFamily(id=f"f-{name}", user_id=user_id, scope="", created_at=now,
+                       last_seen_at=last_seen or now, expires_at=now + 3600)
+
+
+async def logged_since(records: RecordStore, cursor: int) -> list[str]:
+    events, _ = await records.revocations_since(cursor)
+    return [key for _, key, _ in events]
+
+
+async def test_usernames_are_unique_by_their_key(record_db: Database) -> None:
+    records = await store(record_db)
+    await records.create_user(User(id="u1", username="Ｊosé"), "hash-1")
+    found = await records.user_with_hash("josé")
+    assert found is not None and found[0].id == "u1" and found[1] == "hash-1"
+    with pytest.raises(UsernameTaken):
+        await records.create_user(User(id="u2", username="JOSÉ"), "hash-2")
+
+
+async def test_deleting_sessions_needs_a_filter_spares_keep_and_logs(
+        record_db: Database) -> None:
+    records, now = await store(record_db, "u1", "u2"), time.time()
+    for name in ("a", "b", "c"):
+        await records.insert_session(session(name, "u1", now), None, now)
+    await records.insert_session(session("other", "u2", now), None, now)
+    with pytest.raises(ValueError, match="every row"):
+        await records.delete_sessions(now)
+    cursor = await records.revocation_cursor()
+    keys = await records.delete_sessions(now, user_id="u1", keep="s-b")
+    assert sorted(keys) == ["session:h-a", "session:h-c"]
+    assert sorted(await logged_since(records, cursor)) == sorted(keys)
+    assert [s.id for s in await records.user_sessions("u1", now)] == ["s-b"]
+    assert await records.get_session("h-other") is not None
+
+
+async def test_a_cap_evicts_the_least_recently_used_entry(record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    await records.insert_session(session("old", "u1", now, last_seen=now - 60), None, now)
+    await records.create_family(family("fam", "u1", now, last_seen=now - 30), "r-1",
+                                now + 3600, None, now)
+    evicted = await records.insert_session(session("new", "u1", now), 2, now)
+    assert evicted == ["session:h-old"]
+    evicted = await records.insert_session(session("newer", "u1", now + 1), 2, now + 1)
+    assert evicted == ["family:f-fam"]
+    assert await records.user_families("u1", now) == []
+
+
+async def test_a_refresh_token_is_single_use_and_reuse_revokes_the_family(
+        record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    await records.create_family(family("x", "u1", now), "r-1", now + 3600, None, now)
+    outcome, fam = await records.rotate_refresh("r-1", "r-2", now, 0, None)
+    assert outcome == "ok" and fam is not None and fam.id == "f-x"
+    cursor = await records.revocation_cursor()
+    outcome, _ = await records.rotate_refresh("r-1", "r-3", now + 1, 0, None)
+    assert outcome == "reuse"
+    assert await logged_since(records, cursor) == ["family:f-x"]
+    assert (await records.rotate_refresh("r-2", "r-4", now + 2, 0, None))[0] == "invalid"
+    assert await records.revoked_families_since(now - 1) == ["f-x"]
+
+
+async def test_revoking_families_spares_keep(record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    for name in ("a", "b"):
+        await records.create_family(family(name, "u1", now), f"r-{name}", now + 3600,
+                                    None, now)
+    assert await records.revoke_families(now, user_id="u1", keep="f-b") == ["family:f-a"]
+    assert [f.id for f in await records.user_families("u1", now)] == ["f-b"]
+    assert await records.revoke_families(now, user_id="u1", keep="f-b") == []
+
+
+async def test_a_jti_is_denied_and_logged_once(record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    cursor = await records.revocation_cursor()
+    assert await records.deny_jti("j-1", now + 60, now) is True
+    assert await records.deny_jti("j-1", now + 60, now) is False
+    assert await logged_since(records, cursor) == ["jti:j-1"]
+    assert await records.denied_jtis(now) == [("j-1", now + 60)]
+
+
+async def test_the_redis_epoch_only_grows_and_is_logged(record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    start = await records.redis_epoch()
+    cursor = await records.revocation_cursor()
+    assert await records.bump_redis_epoch(now) == start + 1
+    assert await records.redis_epoch() == start + 1
+    assert await logged_since(records, cursor) == [f"redis:{start + 1}"]
+
+
+async def test_purge_removes_what_expired_only(record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    await records.insert_session(session("live", "u1", now), None, now)
+    await records.insert_session(session("gone", "u1", now - 7200), None, now - 7200)
+    await records.deny_jti("j-old", now - 1, now - 10)
+    counts = await records.purge(now)
+    assert counts["sessions"] == 1 and counts["denied_jtis"] == 1
+    assert await records.get_session("h-live") is not None
+    assert await records.get_session("h-gone") is None
