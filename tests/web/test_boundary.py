@@ -151,3 +151,18 @@ async def test_other_scopes_pass_through() -> None:
 
     await ErrorBoundary(app)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
     assert seen == ["lifespan"]
+
+
+async def test_hardening_adds_its_headers_unless_the_app_set_them() -> None:
+    async def page(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"referrer-policy", b"same-origin")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with served(page) as c:
+        r = await c.get("/login")
+    assert r.headers.get_list("referrer-policy") == ["same-origin"]
+    assert r.headers.get_list("x-content-type-options") == ["nosniff"]
+    async with served(ok) as c:
+        r = await c.get("/x")
+    assert r.headers.get_list("referrer-policy") == ["no-referrer"]

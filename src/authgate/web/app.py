@@ -55,6 +55,7 @@ class Hardening:
         if hsts:
             self.extra.append((b"strict-transport-security",
                                b"max-age=31536000; includeSubDomains"))
+        self.extra_names = frozenset(name for name, _ in self.extra)
         self.proxies = tuple(settings.trusted_proxies) if settings is not None else ()
         self.access_log = settings.access_log if settings is not None else False
         self.metrics = metrics
@@ -100,9 +101,15 @@ class Hardening:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in self.extra if n not in present]
+                headers = list(message.get("headers", ()))
+                for name, _ in headers:  # a loop, not a set: nothing allocated per response
+                    if name in self.extra_names:  # the app set one itself (the pages);
+                        # (Starlette writes header names lower-case, as these are)
+                        present = {n.lower() for n, _ in headers}
+                        headers += [(n, v) for n, v in self.extra if n not in present]
+                        break
+                else:
+                    headers += self.extra
                 headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
             await send(message)
