@@ -99,10 +99,10 @@ async def test_an_answered_500_is_not_logged_again(caplog: pytest.LogCaptureFixt
     ("/auth/login", {"content-length": "abc"}, 400,
      {"error": "invalid_request", "detail": "invalid Content-Length"}),
     ("/auth/me", {"x-big": "a" * (17 * 1024)}, 431,
-     {"error": "headers_too_large", "detail": "The request headers are larger than 16 KiB."}),
+     {"error": "headers_too_large", "detail": "the request headers are larger than 16 KiB"}),
     ("/auth/revoke", {"x-big": "a" * (17 * 1024)}, 431,
      {"error": "invalid_request",
-      "error_description": "The request headers are larger than 16 KiB."}),
+      "error_description": "the request headers are larger than 16 KiB"}),
 ])
 async def test_hardening_refusals_answer_through_the_boundary(
         path: str, headers: dict[str, str], status: int, body: dict[str, Any]) -> None:

@@ -78,7 +78,7 @@ def test_oauth_form() -> None:
 def test_same_errors_outside_oauth_keep_their_codes() -> None:
     assert body(PayloadTooLarge())["error"] == "payload_too_large"
     assert body(HeadersTooLarge()) == {"error": "headers_too_large", "detail":
-                                       "The request headers are larger than 16 KiB."}
+                                       "the request headers are larger than 16 KiB"}
     assert body(InvalidCredentials())["error"] == "invalid_credentials"
     assert to_response(InvalidBody("the request is invalid")).status_code == 422
 

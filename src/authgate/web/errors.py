@@ -34,10 +34,13 @@ OAUTH_PATHS = ("/auth/token", "/auth/revoke")
 
 
 class HeadersTooLarge(AuthGateError):
-    """The request headers are larger than 16 KiB."""
+    """Request headers over 16 KiB in all (the hardening layer's 431)."""
 
     code = "headers_too_large"
     status = 431
+
+    def __init__(self) -> None:
+        super().__init__("the request headers are larger than 16 KiB")
 
 
 class InvalidBody(BadRequest):
