@@ -153,20 +153,16 @@ class AuthGate:
         (``{"error", "detail"}``, as the ``/auth/*`` API does) instead of FastAPI's
         ``{"detail"}``: ``gate.install_error_handlers(app)`` once, after creating the app."""
         from authgate.web.deps import AuthGateHTTPException
-        from authgate.web.http import error_response
 
         async def handler(request: Request, exc: Exception) -> Response:
             assert isinstance(exc, AuthGateHTTPException)
-            response = error_response(exc.error)
-            for name, value in (exc.headers or {}).items():
-                response.headers[name] = value
-            return response
+            return exc.response  # to_response's, made (and logged) where it was raised
 
         app.add_exception_handler(AuthGateHTTPException, handler)
 
     @staticmethod
     def error_response(exc: AuthGateError) -> Response:
         """The contract's JSON error for ``exc`` (for an app's exception handler)."""
-        from authgate.web.http import error_response
+        from authgate.web.errors import to_response
 
-        return error_response(exc)
+        return to_response(exc)

@@ -12,7 +12,7 @@ from authgate.errors import AuthGateError, BackendUnavailable
 from authgate.gate import AuthGate
 from authgate.models import Principal
 from authgate.web.authn import authenticate
-from authgate.web.http import error_response
+from authgate.web.errors import to_response
 
 
 class AuthenticatedUser(BaseUser):
@@ -83,4 +83,4 @@ async def _refuse(exc: AuthGateError, scope: Scope, receive: Receive, send: Send
             and "websocket.http.response" not in (scope.get("extensions") or {})):
         await send({"type": "websocket.close", "code": 1008})
         return
-    await error_response(exc)(scope, receive, send)
+    await to_response(exc)(scope, receive, send)

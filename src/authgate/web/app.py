@@ -19,16 +19,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from authgate.engine import Engine
-from authgate.errors import AuthGateError, PayloadTooLarge
+from authgate.errors import AuthGateError, BadRequest, NotAuthenticated, NotFound, PayloadTooLarge
 from authgate.gate import AuthGate
 from authgate.logs import new_request_id, request_id
 from authgate.metrics import CONTENT_TYPE, Metrics
 from authgate.settings import Settings
+from authgate.web.boundary import ErrorBoundary
+from authgate.web.errors import OAUTH_PATHS, HeadersTooLarge, InvalidBody, to_response
 from authgate.web.fastpath import FastPath
-from authgate.web.http import MAX_BODY, NO_STORE, JSONResponse, _trusted, error_response
-from authgate.web.router import OAUTH_PATHS, Handler, hot_handlers
+from authgate.web.http import NO_STORE, JSONResponse, _trusted
+from authgate.web.parsing import MAX_BODY
+from authgate.web.router import Handler, hot_handlers
 
-log = logging.getLogger("authgate")
 access = logging.getLogger("authgate.access")
 
 
@@ -37,10 +39,11 @@ MAX_HEADERS = 16 * 1024
 
 class Hardening:
     """Pure ASGI: refuses bodies over 64 KiB (413 before the app reads them) and request
-    headers over 16 KiB in all (431), adds the security headers every response should
-    carry, gives each request an id (``X-Request-ID``: a trusted proxy's, else a new one;
-    echoed in the response and on every log line of the request) and writes the access
-    log (``ACCESS_LOG``; the path without its query string, which may hold a token)."""
+    headers over 16 KiB in all (431), raising the error for the boundary outside it; adds
+    the security headers every response should carry, gives each request an id
+    (``X-Request-ID``: a trusted proxy's, else a new one; echoed in the response and on
+    every log line of the request) and writes the access log (``ACCESS_LOG``; the path
+    without its query string, which may hold a token)."""
 
     def __init__(self, app: ASGIApp, hsts: bool, settings: Settings | None = None,
                  metrics: Metrics | None = None) -> None:
@@ -52,6 +55,7 @@ class Hardening:
         if hsts:
             self.extra.append((b"strict-transport-security",
                                b"max-age=31536000; includeSubDomains"))
+        self.extra_names = frozenset(name for name, _ in self.extra)
         self.proxies = tuple(settings.trusted_proxies) if settings is not None else ()
         self.access_log = settings.access_log if settings is not None else False
         self.metrics = metrics
@@ -70,17 +74,11 @@ class Hardening:
                     offered = value.decode("latin-1")
             if name == b"content-length":
                 if not value.isdigit():
-                    await _send_error(send, 400, "invalid_request", "invalid Content-Length",
-                                      scope)
-                    return
+                    raise BadRequest("invalid Content-Length")
                 if int(value) > MAX_BODY:
-                    await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
-                                      scope)
-                    return
+                    raise PayloadTooLarge()
         if header_bytes > MAX_HEADERS:
-            await _send_error(send, 431, "headers_too_large",
-                              "the request headers are larger than 16 KiB", scope)
-            return
+            raise HeadersTooLarge()
         rid = new_request_id(offered) if offered else os.urandom(8).hex()
         token = request_id.set(rid)
         received = 0
@@ -93,7 +91,7 @@ class Hardening:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY:
-                    raise PayloadTooLarge()  # an AuthGateError: the app answers 413
+                    raise PayloadTooLarge()  # the app (else the boundary) answers 413
             return message
 
         started = False
@@ -103,20 +101,25 @@ class Hardening:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers += [(n, v) for n, v in self.extra if n not in present]
+                headers = list(message.get("headers", ()))
+                for name, _ in headers:  # a loop, not a set: nothing allocated per response
+                    if name in self.extra_names:  # the app set one itself (the pages);
+                        # (Starlette writes header names lower-case, as these are)
+                        present = {n.lower() for n, _ in headers}
+                        headers += [(n, v) for n, v in self.extra if n not in present]
+                        break
+                else:
+                    headers += self.extra
                 headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
             await send(message)
 
         try:
             await self.app(scope, limited_receive, send_with_headers)
-        except PayloadTooLarge:
+        except Exception as exc:  # the boundary outside answers it
             if not started:
-                status = 413
-                await _send_error(send, 413, PayloadTooLarge.code, PayloadTooLarge().detail,
-                                  scope)
+                status = exc.status if isinstance(exc, AuthGateError) else 500
+            raise
         finally:
             elapsed = time.perf_counter() - started_at
             if self.metrics is not None:
@@ -148,22 +151,6 @@ def route_label(path: str) -> str:
     return "other"
 
 
-async def _send_error(send: Send, status: int, code: str, detail: str,
-                      scope: Scope | None = None) -> None:
-    import orjson
-
-    # The OAuth endpoints answer RFC 6749 §5.2's shape and codes, even from here: each of
-    # these is a malformed request (invalid_request); the HTTP status still says which.
-    if scope is not None and scope.get("path") in OAUTH_PATHS:
-        body = orjson.dumps({"error": "invalid_request", "error_description": detail})
-    else:
-        body = orjson.dumps({"error": code, "detail": detail})
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]})
-    await send({"type": "http.response.body", "body": body})
-
-
 def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -> FastAPI:
     """The FastAPI app of the server: the API, pages, health, metrics, docs. The server
     runs it behind :func:`create_server_app`."""
@@ -188,14 +175,12 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:
         if engine.settings.metrics_address:  # served on its own listener instead
-            return JSONResponse({"error": "not_found", "detail": "Not Found"},
-                                status_code=404, headers=NO_STORE)
+            return to_response(NotFound("Not Found"))
         if metrics_token is not None:
             sent = request.headers.get("authorization", "").encode("latin-1")
             if not hmac.compare_digest(sent, b"Bearer " + metrics_token):
-                return JSONResponse({"error": "unauthorized", "detail": "Send the metrics "
-                                     "token as a bearer token."}, status_code=401,
-                                    headers={**NO_STORE, "WWW-Authenticate": "Bearer"})
+                return to_response(NotAuthenticated("Send the metrics token as a bearer "
+                                                    "token."))
         return Response(await engine.metrics_text(), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)
@@ -206,28 +191,21 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
 
     @app.exception_handler(AuthGateError)
     async def on_auth_error(request: Request, exc: AuthGateError) -> Response:
-        return error_response(exc)
+        return to_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"error": "invalid_request", "detail": "the request is invalid"},
-                            status_code=422, headers=NO_STORE)
+        return to_response(InvalidBody("the request is invalid"))
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        body = {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)}
-        if request.url.path in OAUTH_PATHS:  # e.g. GET /auth/token: RFC 6749 §5.2's form
-            body = {"error": "invalid_request", "error_description": str(exc.detail)}
-        return JSONResponse(body, status_code=exc.status_code,
-                            headers={**NO_STORE, **(exc.headers or {})})
+        # e.g. GET /auth/token (405): RFC 6749 §5.2's form
+        return to_response(exc, oauth=request.url.path in OAUTH_PATHS)
 
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> Response:
-        log.error("unhandled error on %s %s: %s", request.method, request.url.path,
-                  type(exc).__name__)
-        return JSONResponse({"error": "internal", "detail": "internal error"},
-                            status_code=500, headers=NO_STORE)
+        # (Starlette re-raises it after this response: the boundary knows it was answered)
+        return to_response(exc, where=f"{request.method} {request.url.path}")
 
     return app
 
@@ -304,16 +282,18 @@ def health_handler(engine: Engine) -> Handler:
 
 
 def create_server_app(settings: Settings | None = None) -> ASGIApp:
-    """:func:`create_app` behind the fast path and the hardening layer, outside FastAPI's
-    own middleware stack (which costs more than the authentication itself)."""
+    """:func:`create_app` behind the fast path, the hardening layer and the error boundary,
+    outside FastAPI's own middleware stack (which costs more than the authentication
+    itself)."""
     gate = AuthGate(settings)
     app = create_app(gate=gate)
     health = health_handler(gate.engine)
     fast = {**hot_handlers(gate.engine), "/healthz": health, "/readyz": health,
             "/livez": live_handler}
-    return Hardening(FastPath(app, fast),
-                     hsts=gate.settings.public_url.startswith("https://"),
-                     settings=gate.settings, metrics=gate.engine.metrics)
+    hardening = Hardening(FastPath(app, fast),
+                          hsts=gate.settings.public_url.startswith("https://"),
+                          settings=gate.settings, metrics=gate.engine.metrics)
+    return ErrorBoundary(hardening, headers=hardening.extra)
 
 
 def _version() -> str:

@@ -10,24 +10,29 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, HTTPException
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from starlette.requests import Request
+from starlette.responses import Response
 
-from authgate.errors import AuthGateError, InsufficientScope
+from authgate.errors import AuthGateError
 from authgate.models import Principal
 from authgate.web.authn import Accept, authenticate
-from authgate.web.http import error_response
+from authgate.web.errors import to_response
 
 if TYPE_CHECKING:
     from authgate.gate import AuthGate, Dependency
 
 
 class AuthGateHTTPException(HTTPException):
-    """What the dependencies raise: FastAPI's own handler renders it as ``{"detail"}``;
-    with :meth:`AuthGate.install_error_handlers` the app answers the contract's
-    ``{"error", "detail"}`` instead."""
+    """What the dependencies raise: FastAPI's own handler renders it as ``{"detail"}`` (with
+    the contract's ``WWW-Authenticate`` / ``Retry-After``); with
+    :meth:`AuthGate.install_error_handlers` the app answers :attr:`response`, the
+    contract's ``{"error", "detail"}``, instead."""
 
-    def __init__(self, error: AuthGateError, headers: dict[str, str]) -> None:
+    def __init__(self, error: AuthGateError, response: Response) -> None:
+        headers = {k: v for k, v in response.headers.items()
+                   if k in ("www-authenticate", "retry-after")}
         super().__init__(status_code=error.status, detail=error.detail, headers=headers or None)
         self.error = error
+        self.response = response
 
 
 def session_challenge(cookie_name: str) -> str:
@@ -35,15 +40,6 @@ def session_challenge(cookie_name: str) -> str:
     (the Cookie scheme of draft-broyer-http-cookie-auth), never an invitation to send a
     bearer token the route would refuse."""
     return f'Cookie realm="authgate", form-action="/login", cookie-name="{cookie_name}"'
-
-
-def _http_error(exc: AuthGateError, challenge: str | None = None) -> HTTPException:
-    response = error_response(exc)
-    headers = {k: v for k, v in response.headers.items()
-               if k.lower() in ("www-authenticate", "retry-after")}
-    if challenge is not None and exc.status == 401:
-        headers = {"WWW-Authenticate": challenge}
-    return AuthGateHTTPException(exc, headers)
 
 
 class _SessionScheme(APIKeyCookie):
@@ -108,18 +104,15 @@ def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
     s = gate.settings
     engine = gate.engine
     challenge = session_challenge(s.session_cookie) if accept == "session" else None
-    wanted = tuple(scopes)
+    wanted = list(scopes)
 
     async def check(request: Request) -> Principal:
         try:
             principal = await authenticate(engine, request, accept)
             if wanted:
-                have = principal.scopes
-                missing = [x for x in wanted if x not in have]
-                if missing:
-                    raise InsufficientScope(f"requires scope: {' '.join(missing)}")
+                engine.require_scopes(principal, wanted)
         except AuthGateError as exc:
-            raise _http_error(exc, challenge) from None
+            raise AuthGateHTTPException(exc, to_response(exc, challenge=challenge)) from None
         return principal
 
     if accept == "session":

@@ -1,34 +1,22 @@
-"""HTTP plumbing shared by the router, the pages and the middleware: bodies, errors, cookies,
-client addresses and CSRF. Thin: no auth decisions are made here."""
+"""HTTP plumbing shared by the router, the pages and the middleware: responses, cookies,
+client addresses and CSRF. Thin: no auth decisions are made here (errors are
+:mod:`authgate.web.errors`, bodies :mod:`authgate.web.parsing`)."""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from authgate.errors import (
-    AuthGateError,
-    BadRequest,
-    CsrfError,
-    InsufficientScope,
-    InvalidToken,
-    PayloadTooLarge,
-    Throttled,
-    UnsupportedMediaType,
-)
+from authgate.errors import CsrfError
 from authgate.models import SessionRecord
 from authgate.settings import Settings
 
-MAX_BODY = 64 * 1024
-refusals = logging.getLogger("authgate.refusals")
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})  # RFC 9110 §9.2.1
@@ -54,92 +42,6 @@ class PrivateJSON(Response):
         self.background = None
         self.body = orjson.dumps(content)
         self.raw_headers = [*_NO_STORE_JSON, (b"content-length", str(len(self.body)).encode())]
-
-
-def error_response(exc: AuthGateError, *, oauth: bool = False,
-                   token_sent: bool = False) -> JSONResponse:
-    """The contract's error body (RFC 6749 §5.2 form for the OAuth endpoints). A refused
-    credential or request is logged here with its reason (the client is not told it)."""
-    log_refusal(exc)
-    body = ({"error": exc.code, "error_description": exc.detail} if oauth
-            else {"error": exc.code, "detail": exc.detail})
-    headers = dict(NO_STORE)
-    if exc.status == 401:
-        headers["WWW-Authenticate"] = ('Bearer error="invalid_token"'
-                                       if token_sent or isinstance(exc, InvalidToken)
-                                       else "Bearer")
-    elif isinstance(exc, InsufficientScope):
-        scope = exc.detail.split(":", 1)[-1].strip()
-        headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
-    elif isinstance(exc, Throttled):
-        headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(body, status_code=exc.status, headers=headers)
-
-
-def log_refusal(exc: AuthGateError) -> None:
-    """One INFO line per refused credential (401/403/429), with the reason when known and
-    the request id (from the logging filter); never the credential itself."""
-    if exc.status in (401, 403, 429) and (exc.reason or exc.status != 401):
-        # (a 401 without a reason is a request that sent no credential at all: not logged)
-        refusals.info("refused %s: %s", exc.code, exc.reason or exc.detail,
-                      extra={"code": exc.code, "status": exc.status,
-                             "reason": exc.reason or exc.code})
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequest("invalid Content-Length")
-        if int(declared) > limit:
-            raise PayloadTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def read_params(request: Request, *, allow_form: bool = False) -> dict[str, Any]:
-    """The body as a JSON object (or, where allowed, a urlencoded form). Rejects anything
-    else with a 4xx :class:`AuthGateError`."""
-    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    body = await read_body(request)
-    if ctype == "application/json" or (ctype.endswith("+json") and "/" in ctype):
-        try:
-            data = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            raise BadRequest("the body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequest("the body must be a JSON object")
-        return data
-    if allow_form and ctype == "application/x-www-form-urlencoded":
-        try:
-            pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True,
-                              strict_parsing=False, max_num_fields=64)
-        except (UnicodeDecodeError, ValueError):
-            raise BadRequest("the form is not valid") from None
-        form: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in form:
-                raise BadRequest(f"parameter {key!r} given twice")
-            form[key] = value
-        return form
-    raise UnsupportedMediaType("send application/json" +
-                               (" or application/x-www-form-urlencoded" if allow_form else ""))
-
-
-def check_fields(data: dict[str, Any], allowed: set[str],
-                 required: frozenset[str] | set[str] = frozenset()) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise BadRequest(f"unknown field: {unknown[0]}")
-    missing = sorted(required - set(data))
-    if missing:
-        raise BadRequest(f"missing field: {missing[0]}")
 
 
 def raw_header(conn: HTTPConnection, name: bytes) -> str | None:

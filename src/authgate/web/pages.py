@@ -20,20 +20,27 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from authgate.engine import Engine
-from authgate.errors import AuthGateError, CsrfError, NotAuthenticated, NotFound, Throttled
+from authgate.errors import (
+    AuthGateError,
+    BadRequest,
+    CsrfError,
+    NotAuthenticated,
+    NotFound,
+    Throttled,
+)
 from authgate.models import Principal
 from authgate.web.authn import authenticate
+from authgate.web.errors import log_refusal
 from authgate.web.http import (
     check_csrf,
     check_origin,
     clear_cookie,
     client_ip,
     get_cookie,
-    log_refusal,
-    read_body,
     set_cookie,
     set_session_cookie,
 )
+from authgate.web.parsing import read_form as read_form_fields
 from authgate.web.router import iso, set_device_cookie
 
 PAGE_HEADERS = {
@@ -81,16 +88,6 @@ def safe_next(value: str | None) -> str:
     return value
 
 
-def _form(body: bytes) -> dict[str, str]:
-    from urllib.parse import parse_qsl
-
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=16)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return dict(pairs)
-
-
 def build_pages(engine: Engine) -> list[BaseRoute]:
     s = engine.settings
     login_cookie = f"{s.cookie_prefix}authgate-login"
@@ -98,6 +95,18 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
     def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = _env.get_template(name).render(**ctx)
         return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+    async def read_form(request: Request) -> dict[str, str] | None:
+        """The form's fields; None for one that breaks the parser's rules (a field given
+        twice, not UTF-8): no browser sends those."""
+        try:
+            return await read_form_fields(request)
+        except BadRequest:
+            return None
+
+    def unreadable() -> Response:
+        return render("message.html", 400, title="Request refused",
+                      message="That form could not be read.")
 
     def form_nonce(request: Request, reuse_for: float) -> str | None:
         """The request's pre-login nonce when it is one of ours and younger than
@@ -130,7 +139,9 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
     async def login_page(request: Request) -> Response:
         if request.method == "GET":
             return login_form(request)
-        form = _form(await read_body(request))
+        form = await read_form(request)
+        if form is None:
+            return unreadable()
         nonce = form_nonce(request, NONCE_TTL) or ""
         try:
             check_origin(request, s)
@@ -199,7 +210,9 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         principal = await current(request)
         if principal is None:
             return to_login(request)
-        form = _form(await read_body(request))
+        form = await read_form(request)
+        if form is None:
+            return unreadable()
         try:
             check_csrf(request, s, principal.csrf_token, sent=form.get("csrf_token", ""))
         except CsrfError as exc:

@@ -2,7 +2,7 @@
 
 Every route parses its own body (so it behaves the same inside a user's app, whatever
 exception handlers that app has) and every :class:`AuthGateError` becomes the contract's
-JSON error in :class:`AuthRoute`.
+JSON error in :class:`AuthRoute` (by :func:`authgate.web.errors.to_response`).
 """
 
 from __future__ import annotations
@@ -20,39 +20,26 @@ from authgate.engine import Engine
 from authgate.errors import (
     AuthGateError,
     BadRequest,
-    InvalidCredentials,
-    InvalidGrant,
     InvalidRequest,
-    PayloadTooLarge,
     UnsupportedGrantType,
-    UnsupportedMediaType,
 )
 from authgate.models import Principal, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
+from authgate.web.errors import OAUTH_PATHS, to_response
 from authgate.web.http import (
     NO_STORE,
     SAFE_METHODS,
     JSONResponse,
     PrivateJSON,
     check_csrf,
-    check_fields,
     check_origin,
     clear_cookie,
     client_ip,
-    error_response,
     get_cookie,
-    read_params,
     set_cookie,
     set_session_cookie,
 )
-
-OAUTH_PATHS = ("/auth/token", "/auth/revoke")
-
-
-class _OAuthTooLarge(InvalidRequest):
-    """A body over 64 KiB at an OAuth endpoint: still 413, with RFC 6749 §5.2's code."""
-
-    status = 413
+from authgate.web.parsing import check_fields, read_params
 
 
 class AuthRoute(APIRoute):
@@ -66,14 +53,8 @@ class AuthRoute(APIRoute):
             try:
                 return await handler(request)
             except AuthGateError as exc:
-                if oauth and isinstance(exc, InvalidCredentials):
-                    exc = InvalidGrant("invalid username or password")
-                elif oauth and isinstance(exc, UnsupportedMediaType):
-                    exc = InvalidRequest(exc.detail)  # RFC 6749 §5.2: a malformed request
-                elif oauth and isinstance(exc, PayloadTooLarge):
-                    exc = _OAuthTooLarge(exc.detail)
-                return error_response(exc, oauth=oauth,
-                                      token_sent=bearer_token(request) is not None)
+                return to_response(exc, oauth=oauth,
+                                   token_sent=bearer_token(request) is not None)
 
         return route
 
