@@ -1,8 +1,9 @@
 """Shared fixtures: a real ``authgate serve`` process driven over HTTP, with a moved clock.
 
 ``server`` is one module-wide server on a fresh SQLite file with the default (secure)
-settings; ``make_server(**settings)`` starts more with other settings. Settings are passed
-as the ``AUTHGATE_*`` environment, exactly as an operator would.
+settings, except the cheap test preset for password hashes; ``make_server(**settings)``
+starts more with other settings. Settings are passed as the ``AUTHGATE_*`` environment,
+exactly as an operator would; the clock file as the test-only ``AUTHGATE_TEST_CLOCK_FILE``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from authgate.settings import is_loopback_host
 from tests.helpers import AuthClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,20 +61,25 @@ class Server:
         self.settings: dict[str, Any] = {
             "database_url": f"sqlite:///{workdir / 'authgate.db'}",
             "public_url": self.url,
-            "test_clock_file": str(self.clock_file),
             # The suite registers (and revokes) far more than 20 times from 127.0.0.1 on
             # one server; the default per-address limits are tested on servers of their own.
             "registration_limit": 1_000_000,
             "revoke_limit": 1_000_000,
             **settings,
         }
+        if is_loopback_host(urlsplit(str(self.settings["public_url"])).hostname):
+            # argon2-cffi's cheapest parameters: the suite tests authentication, not Argon2's
+            # cost (Settings refuse the preset for other PUBLIC_URLs, as in production).
+            # Tests that pin the production hash pass password_hash_preset="default".
+            self.settings.setdefault("password_hash_preset", "test")
         self.workers = workers
         self.log_path = workdir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def env(self) -> dict[str, str]:
-        return env_for(self.settings)
+        # The moved clock is not a setting: the CLI reads this test-only variable.
+        return {**env_for(self.settings), "AUTHGATE_TEST_CLOCK_FILE": str(self.clock_file)}
 
     @property
     def db_path(self) -> Path:

@@ -38,9 +38,11 @@ class ManualClock:
 class OffsetFileClock:
     """Real time plus an offset read from a file (test harness only).
 
-    Enabled only by the ``AUTHGATE_TEST_CLOCK_FILE`` setting at start-up, never by a request:
-    a black-box test writes seconds into the file to move every worker's clock at once. The
-    file is re-read when its modification time or size changes.
+    Not a setting: the CLI builds one when the test-only ``AUTHGATE_TEST_CLOCK_FILE``
+    environment variable names a file (``authgate.cli.base.test_clock``) and injects it
+    (``AuthGate(settings, clock=...)``), at start-up only, never from a request. A black-box
+    test writes seconds into the file to move every worker's clock at once. The file is
+    re-read when its modification time or size changes.
     """
 
     def __init__(self, path: Path) -> None:

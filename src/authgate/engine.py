@@ -14,7 +14,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from authgate.clock import Clock, OffsetFileClock, SystemClock
+from authgate.clock import Clock, SystemClock
 from authgate.core.credentials import Macs
 from authgate.core.grants import ExtraClaims, Grants
 from authgate.core.revocation import Revocations
@@ -56,10 +56,7 @@ class Engine:
                  throttle: ThrottleStore | None = None,
                  on_event: Hook | None = None) -> None:
         self.settings = settings
-        if clock is None:
-            clock = (OffsetFileClock(settings.test_clock_file) if settings.test_clock_file
-                     else SystemClock())
-        self.clock = clock
+        self.clock = clock if clock is not None else SystemClock()
         self.db = Database(settings.database_url)
         self.records = Records(self.db)
         self.audit = AuditRecords(self.db)
@@ -71,8 +68,7 @@ class Engine:
         self.webhooks = (WebhookSender(self.audit, settings.webhook_url,
                                        settings.webhook_secret.get_secret_value(), self.clock)
                          if settings.webhook_url and settings.webhook_secret else None)
-        self.hasher = PasswordHasher(settings.argon2_memory_kib, settings.argon2_time_cost,
-                                     settings.argon2_parallelism)
+        self.hasher = PasswordHasher.from_settings(settings.passwords)
         secret = settings.hs256_secret.get_secret_value().encode() if settings.hs256_secret \
             else None
         self.keys = KeyRing(self.records, settings.signing_alg, settings.signing_key_file,

@@ -4,7 +4,10 @@
   never stalls other requests.
 * Unknown users verify against a dummy hash of the same parameters: same time, same answer.
 * Hashes are self-describing PHC strings; :meth:`PasswordHasher.needs_rehash` upgrades them
-  on login when the parameters change.
+  on login when the parameters change (never down to the test preset).
+* ``PASSWORD_HASH_PRESET=test`` uses argon2-cffi's own cheapest parameters
+  (``argon2.profiles.CHEAPEST``: 8 KiB, one pass) so test suites do not spend their time
+  hashing; Settings refuse it unless PUBLIC_URL is loopback.
 * Passwords are NFC-normalised (NIST SP 800-63B-4), counted in code points, never truncated.
 """
 
@@ -16,11 +19,16 @@ import secrets
 import unicodedata
 from functools import lru_cache
 from importlib.resources import files
+from typing import TYPE_CHECKING
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.profiles import CHEAPEST
 
 from authgate.errors import PolicyError
+
+if TYPE_CHECKING:
+    from authgate.setting_groups import PasswordSettings
 
 MAX_PASSWORD_LENGTH = 1024
 
@@ -29,18 +37,28 @@ class PasswordHasher:
     """Argon2id with the configured parameters; every call is async and runs off the loop."""
 
     def __init__(self, memory_kib: int = 19456, time_cost: int = 2, parallelism: int = 1,
-                 max_concurrency: int = 4) -> None:
-        self._ph = argon2.PasswordHasher(
-            time_cost=time_cost,
-            memory_cost=memory_kib,
-            parallelism=parallelism,
-            hash_len=32,
-            salt_len=16,
-            type=argon2.Type.ID,
-        )
+                 max_concurrency: int = 4, *, test_preset: bool = False) -> None:
+        if test_preset:
+            self._ph = argon2.PasswordHasher.from_parameters(CHEAPEST)
+        else:
+            self._ph = argon2.PasswordHasher(
+                time_cost=time_cost,
+                memory_cost=memory_kib,
+                parallelism=parallelism,
+                hash_len=32,
+                salt_len=16,
+                type=argon2.Type.ID,
+            )
+        self._test_preset = test_preset
         # Bounded so a login storm cannot take every thread or all memory (19 MiB each).
         self._slots = asyncio.Semaphore(max_concurrency)
         self._dummy: str | None = None
+
+    @classmethod
+    def from_settings(cls, passwords: PasswordSettings) -> PasswordHasher:
+        """The hasher ``settings.passwords`` describes (its preset or its Argon2 parameters)."""
+        return cls(passwords.argon2_memory_kib, passwords.argon2_time_cost,
+                   passwords.argon2_parallelism, test_preset=passwords.hash_preset == "test")
 
     async def hash(self, password: str) -> str:
         async with self._slots:
@@ -73,7 +91,12 @@ class PasswordHasher:
         return float(len(waiters)) if waiters else 0.0
 
     def needs_rehash(self, stored: str) -> bool:
+        """Whether ``stored`` should be replaced by a hash of the current parameters: when they
+        differ, except under the test preset, which never rewrites a valid Argon2 hash to
+        cheaper parameters (a database brought to production upgrades on the next login)."""
         try:
+            if self._test_preset:
+                return argon2.extract_parameters(stored).type is not argon2.Type.ID
             return self._ph.check_needs_rehash(stored)
         except InvalidHashError:
             return True

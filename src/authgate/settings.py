@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from authgate.errors import ConfigError
+from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
 
 SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether only this machine reaches ``host`` (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 _REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ"}
 
@@ -28,8 +42,13 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased."""
+class Settings(GroupViews, BaseSettings):
+    """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased.
+
+    The code reads them through grouped, read-only views built once per object
+    (``settings.sessions.idle_ttl``, ``settings.tokens.access_ttl``, ...; see
+    :mod:`authgate.setting_groups`); validation stays here, in one place.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="AUTHGATE_",
@@ -82,9 +101,11 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=19456, ge=19456)
     argon2_time_cost: int = Field(default=2, ge=2)
     argon2_parallelism: int = Field(default=1, ge=1)
+    # "test": argon2-cffi's cheapest parameters, for test suites; refused unless PUBLIC_URL
+    # is loopback (see _test_preset_is_local).
+    password_hash_preset: PasswordHashPreset = "default"
 
     revocation_poll_interval: float = Field(default=0.25, gt=0, le=1.0)
-    test_clock_file: Path | None = None
 
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # a line per request halves the fast path's throughput
@@ -168,6 +189,26 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @field_validator("password_hash_preset")
+    @classmethod
+    def _test_preset_is_local(cls, value: str, info: ValidationInfo) -> str:
+        # A deployment that serves anyone else has a PUBLIC_URL other browsers can reach;
+        # loopback (the default) is a developer's machine or a test harness.
+        public_url = info.data.get("public_url")
+        if value == "test" and public_url and not is_loopback_host(urlsplit(public_url).hostname):
+            raise ValueError("the test preset (argon2-cffi's cheapest parameters, no "
+                             "protection) is for tests: it needs a loopback PUBLIC_URL "
+                             "(127.0.0.1, ::1 or localhost)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_source_of_argon2_parameters(self) -> Settings:
+        explicit = sorted(n for n in self.model_fields_set if n.startswith("argon2_"))
+        if self.password_hash_preset == "test" and explicit:
+            raise ValueError(f"PASSWORD_HASH_PRESET=test replaces {', '.join(explicit)}: "
+                             "set one or the other")
+        return self
+
     @field_validator("webhook_url")
     @classmethod
     def _webhook_url(cls, value: str | None) -> str | None:
@@ -187,6 +228,13 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"AUTHGATE_WEBHOOK_SECRET {exc}") from None
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Settings:
+        copied = super().model_copy(update=update, deep=deep)
+        for name in GROUPS:  # the views of the original are not the copy's
+            copied.__dict__.pop(name, None)
+        return copied
 
     @property
     def token_issuer(self) -> str:
@@ -226,12 +274,7 @@ class Settings(BaseSettings):
 
     def scopes_for(self, roles: list[str]) -> list[str]:
         """Every scope the given roles grant (a role grants its own name unless mapped)."""
-        granted: list[str] = []
-        for role in roles:
-            for scope in self.role_scopes.get(role, [role]):
-                if scope not in granted:
-                    granted.append(scope)
-        return granted
+        return self.tokens.scopes_for(roles)
 
 
 def read_config_file(config_file: str | Path | None) -> dict[str, Any]:
@@ -269,8 +312,13 @@ def source_of(name: str, config_file: str | Path | None = None,
     return "default"
 
 
+#: The test harness's clock (an offset file; read by the CLI only, see cli/base.py): not a
+#: setting, so no configuration file or ``Settings(...)`` can move a deployment's time.
+TEST_CLOCK_FILE = "AUTHGATE_TEST_CLOCK_FILE"
+
 #: AUTHGATE_* variables that are not settings but are read by the CLI or the test harness.
-NOT_SETTINGS = {"AUTHGATE_CONFIG", "AUTHGATE_TEST_POSTGRES", "AUTHGATE_TEST_REDIS"}
+NOT_SETTINGS = {"AUTHGATE_CONFIG", "AUTHGATE_TEST_POSTGRES", "AUTHGATE_TEST_REDIS",
+                TEST_CLOCK_FILE}
 
 
 def unknown_environment() -> list[str]:

@@ -7,6 +7,7 @@ import hashlib
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -124,7 +125,8 @@ def test_set_password_applies_the_policy(server: Server) -> None:
     assert server.client().login(username, password).status_code == 200
 
 
-def test_database_holds_no_raw_secrets(server: Server) -> None:
+def test_database_holds_no_raw_secrets(make_server: Callable[..., Server]) -> None:
+    server = make_server(password_hash_preset="default")  # pins the production hash
     username, password, _ = register(server)
     c, _, _ = signed_in(server, username, password)
     c2, _, _ = signed_in(server, username, password, remember=True)

@@ -105,7 +105,8 @@ async def make_engine(backend: dict[str, Any], clock: ManualClock
     engines: list[Engine] = []
 
     async def make(**settings: Any) -> Engine:
-        merged: dict[str, Any] = {**backend, **settings}
+        # The cheap test preset unless a test pins the hash (password_hash_preset="default").
+        merged: dict[str, Any] = {"password_hash_preset": "test", **backend, **settings}
         engine = Engine(Settings(**merged), clock=clock)
         await engine.start()
         engines.append(engine)

@@ -29,7 +29,8 @@ from tests.unit.conftest import EngineFactory
 PW = "correct battery horse stapler"
 
 
-async def test_users_and_password_hashes(engine: Engine) -> None:
+async def test_users_and_password_hashes(make_engine: EngineFactory) -> None:
+    engine = await make_engine(password_hash_preset="default")  # the production parameters
     user = await engine.users.create_user("Alice", PW, ["admin"])
     assert user.roles == ("admin",)
     with pytest.raises(UsernameTaken):
@@ -52,10 +53,11 @@ async def test_unknown_user_and_wrong_password_are_the_same_error(engine: Engine
 
 
 async def test_hash_upgraded_on_login(make_engine: EngineFactory) -> None:
-    weak = await make_engine()
+    weak = await make_engine(password_hash_preset="default")
     user = await weak.users.create_user("carol", PW)
     await weak.stop()
-    strong = await make_engine(argon2_memory_kib=32768, argon2_time_cost=3)
+    strong = await make_engine(password_hash_preset="default", argon2_memory_kib=32768,
+                               argon2_time_cost=3)
     await strong.signin.check_password("carol", PW, "3.3.3.3")
     stored = await strong.records.password_hash(user.id)
     assert stored is not None and "m=32768,t=3" in stored

@@ -6,12 +6,14 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from authgate.clock import Clock, OffsetFileClock
 from authgate.errors import AuthGateError, ConfigError
-from authgate.settings import Settings, load_settings
+from authgate.settings import TEST_CLOCK_FILE, Settings, load_settings
 
 T = TypeVar("T")
 
@@ -29,6 +31,17 @@ def _settings(config: str | None) -> Settings:
         raise
 
 
+def test_clock() -> Clock | None:
+    """TEST-ONLY: the test harness's moved clock, when ``AUTHGATE_TEST_CLOCK_FILE`` names an
+    offset file (see :class:`OffsetFileClock`), else None (the real time). Deliberately not a
+    setting: no configuration file or ``Settings(...)`` can move a deployment's time; the
+    server (every worker) and the CLI's one-shot engine read it here and inject the clock."""
+    import os
+
+    path = os.environ.get(TEST_CLOCK_FILE)
+    return OffsetFileClock(Path(path)) if path else None
+
+
 def _run(config: str | None, job: Callable[[Any], Awaitable[T]]) -> T:
     """Open the engine (migrating the database), run ``job(engine)``, close it."""
     from authgate.engine import Engine
@@ -36,7 +49,7 @@ def _run(config: str | None, job: Callable[[Any], Awaitable[T]]) -> T:
     settings = _settings(config)
 
     async def main() -> T:
-        engine = Engine(settings)
+        engine = Engine(settings, clock=test_clock())
         try:
             await engine.db.migrate()
             await engine.keys.load(engine.clock.now())

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from authgate.cli.base import _redact, _run, _settings, config_option, fail, main
-from authgate.settings import Settings
+from authgate.cli.base import _redact, _run, _settings, config_option, fail, main, test_clock
+from authgate.settings import Settings, is_loopback_host
 
 
 @main.command()
@@ -27,10 +27,15 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
     from authgate.settings import unknown_environment
 
     settings = _settings(config)
-    configure_logging(settings.log_format)
+    configure_logging(settings.server.log_format)
     log = logging.getLogger("authgate")
     for warning in unknown_environment():
         log.warning(warning)
+    if settings.passwords.hash_preset == "test" and not is_loopback_host(host):
+        # PUBLIC_URL defaults to loopback, so the Settings check alone would let a test preset
+        # through on a public listener.
+        fail(f"PASSWORD_HASH_PRESET=test is for tests: serve it on a loopback address, not "
+             f"{host}", 2)
     sock = _bind(host, port)
     listening = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     if "public_url" not in settings.model_fields_set:
@@ -44,16 +49,17 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
     elif _plain_http_problem(settings):
         sock.close()
         fail(str(_plain_http_problem(settings)), 2)
-    elif not settings.trusted_proxies and not _same_place(settings.public_origin, listening):
+    elif not settings.server.trusted_proxies and not _same_place(settings.server.public_origin,
+                                                                 listening):
         log.warning("PUBLIC_URL is %s but the server listens on %s and TRUSTED_PROXIES is "
                     "empty: browsers that open %s will fail the Origin check and the login "
-                    "form.", settings.public_origin, listening, listening)
+                    "form.", settings.server.public_origin, listening, listening)
     _run(config, _preflight)  # database reachable and migrated, Redis reachable
     if config:
         os.environ["AUTHGATE_CONFIG"] = os.path.abspath(config)
     log.info("authgate serving on %s (database %s, %d worker(s))", listening,
-             _redact(settings.database_url), workers)
-    server_config = uvicorn.Config("authgate.web.app:app_factory", factory=True,
+             _redact(settings.storage.database_url), workers)
+    server_config = uvicorn.Config("authgate.cli.serve:server_app", factory=True,
                                    workers=workers, access_log=False, log_level="warning",
                                    log_config=None,  # authgate.logs formats every line
                                    proxy_headers=False, server_header=False,
@@ -68,6 +74,15 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
         Multiprocess(server_config, sockets=[sock]).run()
     else:
         server.run(sockets=[sock])
+
+
+def server_app() -> Any:
+    """uvicorn's ``--factory`` entry, called in every worker (``--workers N`` starts N fresh
+    processes that inherit the environment): the server app, with the test harness's clock
+    when ``AUTHGATE_TEST_CLOCK_FILE`` is set (test-only; see :func:`test_clock`)."""
+    from authgate.web.app import app_factory
+
+    return app_factory(clock=test_clock())
 
 
 async def _preflight(engine: Any) -> None:
@@ -130,9 +145,9 @@ def _plain_http_problem(settings: Settings) -> str | None:
     the user sees "form expired". Loopback is a secure context, so it is fine there."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(settings.public_url)
-    if settings.cookie_secure and parts.scheme == "http" and parts.hostname not in LOOPBACK:
-        return (f"PUBLIC_URL {settings.public_origin} is plain HTTP on a non-loopback host, "
+    parts = urlsplit(settings.server.public_url)
+    if settings.cookies.secure and parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        return (f"PUBLIC_URL {settings.server.public_origin} is plain HTTP on a non-loopback host, "
                 "where browsers drop the Secure session cookie: put HTTPS in front (and set "
                 "AUTHGATE_PUBLIC_URL=https://...) or, for development only, set "
                 "AUTHGATE_COOKIE_SECURE=false")

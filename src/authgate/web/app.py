@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.clock import Clock
 from authgate.engine import Engine
 from authgate.errors import AuthGateError, BadRequest, NotAuthenticated, NotFound, PayloadTooLarge
 from authgate.gate import AuthGate
@@ -281,11 +282,12 @@ def health_handler(engine: Engine) -> Handler:
     return healthz
 
 
-def create_server_app(settings: Settings | None = None) -> ASGIApp:
+def create_server_app(settings: Settings | None = None, *,
+                      clock: Clock | None = None) -> ASGIApp:
     """:func:`create_app` behind the fast path, the hardening layer and the error boundary,
     outside FastAPI's own middleware stack (which costs more than the authentication
     itself)."""
-    gate = AuthGate(settings)
+    gate = AuthGate(settings, clock=clock)
     app = create_app(gate=gate)
     health = health_handler(gate.engine)
     fast = {**hot_handlers(gate.engine), "/healthz": health, "/readyz": health,
@@ -305,7 +307,7 @@ def _version() -> str:
         return "0"
 
 
-def app_factory() -> Any:
+def app_factory(clock: Clock | None = None) -> Any:
     """uvicorn ``--factory`` entry: settings from the environment and ``AUTHGATE_CONFIG``."""
     import os
 
@@ -314,4 +316,4 @@ def app_factory() -> Any:
 
     settings = load_settings(os.environ.get("AUTHGATE_CONFIG") or None)
     configure(settings.log_format)  # in every worker: they are processes of their own
-    return create_server_app(settings)
+    return create_server_app(settings, clock=clock)
