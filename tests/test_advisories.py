@@ -830,3 +830,291 @@ def test_server_survived(ctx: Ctx) -> None:
     """After all of the above: no crash logged, and the server still serves."""
     assert_accepted(ctx, ctx.forger.token())
     assert "unhandled error on GET" not in ctx.server.log()
+
+
+# -- JWE (TOKEN_ENCRYPTION): nested tokens and the known JWE attacks -------------------------
+#
+# A second server, with TOKEN_ENCRYPTION=true and the same RFC 8037 signing key: the tests
+# hold its exported decryption key, so they can build JWEs that differ from an accepted one
+# in exactly one way. Every refusal is the same 401 as any refused token.
+
+JWE_ALGS = ["ECDH-ES+A256KW", "A256GCM"]
+
+
+@dataclass
+class JweCtx:
+    ctx: Ctx  # .server, .http and .refusal_body of the encrypting server
+    key: Any  # joserfc ECKey: the server's decryption key, as exported
+    kid: str
+    issued: str
+
+    def wrap(self, inner: str | bytes, header: dict[str, Any] | None = None,
+             key: Any = None, algorithms: list[str] | None = None) -> str:
+        from joserfc import jwe
+
+        protected = {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT", "kid": self.kid,
+                     **(header or {})}
+        plaintext = inner.encode() if isinstance(inner, str) else inner
+        return jwe.encrypt_compact(protected, plaintext, self.key if key is None else key,
+                                   algorithms=algorithms or JWE_ALGS)
+
+    def wrap_with(self, inner: str, **header: Any) -> str:
+        """``wrap`` with these header values; where joserfc will not write them (a kid that
+        is not a string), a correct JWE's header is edited instead."""
+        from joserfc.errors import JoseError
+
+        try:
+            return self.wrap(inner, header=header)
+        except (JoseError, ValueError, TypeError):
+            parts = _jwe_parts(self.wrap(inner))
+            edited = {**json.loads(b64u_decode(parts[0])), **header}
+            parts[0] = b64u(jbytes({k: v for k, v in edited.items() if v is not DROP}))
+            return ".".join(parts)
+
+
+@pytest.fixture(scope="module")
+def jctx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JweCtx]:
+    from joserfc.jwk import ECKey
+
+    work = tmp_path_factory.mktemp("advisories-jwe")
+    pem = write_rfc8037_pem(work / "rfc8037-ed25519.pem")
+    srv = Server(work, {"signing_key_file": str(pem), "issuer": ISSUER, "audience": AUDIENCE,
+                        "token_encryption": True}).start()
+    try:
+        username, password = srv.new_user("jwe-victim")
+        r = httpx.post(f"{srv.url}/auth/token", data={"grant_type": "password",
+                                                      "username": username,
+                                                      "password": password})
+        assert r.status_code == 200, r.text
+        issued = r.json()["access_token"]
+        me = httpx.get(f"{srv.url}/auth/me", headers={"Authorization": f"Bearer {issued}"})
+        assert me.status_code == 200, me.text
+        garbage = httpx.get(f"{srv.url}/auth/me",
+                            headers={"Authorization": "Bearer not-a-token"})
+        exported = srv.cli("keys", "export-decryption-key")
+        assert exported.returncode == 0, exported.stderr
+        jwk = json.loads(exported.stdout)
+        forger = Forger(key=rfc8037_private_key(), kid=RFC8037_KID, issuer=ISSUER,
+                        audience=AUDIENCE, sub=me.json()["id"],
+                        clock=lambda: time.time() + srv.offset)
+        with httpx.Client(base_url=srv.url, timeout=30) as http:
+            ctx = Ctx(server=srv, forger=forger, user_id=me.json()["id"], admin_id="",
+                      issued_access=issued, issued_refresh=r.json()["refresh_token"],
+                      refusal_body=garbage.content, jwks_text="", http=http)
+            yield JweCtx(ctx=ctx, key=ECKey.import_key(jwk), kid=jwk["kid"], issued=issued)
+    finally:
+        srv.stop()
+
+
+def _jwe_parts(token: str) -> list[str]:
+    parts = token.split(".")
+    assert len(parts) == 5
+    return parts
+
+
+def _flip_last(segment: str) -> str:
+    raw = bytearray(b64u_decode(segment))
+    raw[-1] ^= 0x01
+    return b64u(bytes(raw))
+
+
+def test_jwe_positive_control_issued_and_forged(jctx: JweCtx) -> None:
+    """The issued token and one the test wraps itself (server-signed inside) are accepted:
+    so every refusal below is caused by the one defect each test adds."""
+    assert_accepted(jctx.ctx, jctx.issued)
+    assert_accepted(jctx.ctx, jctx.wrap(jctx.ctx.forger.token()))
+
+
+@pytest.mark.parametrize("part", [1, 2, 3, 4], ids=["encrypted-key", "iv", "ciphertext", "tag"])
+def test_jwe_segment_tampered(jctx: JweCtx, part: int) -> None:
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    parts[part] = _flip_last(parts[part])
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+def test_jwe_issued_token_tampered(jctx: JweCtx) -> None:
+    parts = _jwe_parts(jctx.issued)
+    parts[3] = _flip_last(parts[3])
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+def test_jwe_tag_stripped_or_truncated(jctx: JweCtx) -> None:
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    assert_refused(jctx.ctx, ".".join([*parts[:4], ""]))
+    assert_refused(jctx.ctx, ".".join([*parts[:4], b64u(b64u_decode(parts[4])[:8])]))
+
+
+def test_jwe_header_tampered(jctx: JweCtx) -> None:
+    """The header is the AAD: the same members re-encoded (another order) fail the tag."""
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    header = json.loads(b64u_decode(parts[0]))
+    parts[0] = b64u(jbytes(dict(reversed(list(header.items())))))
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+@pytest.mark.parametrize("kid", ["unknown-kid", RFC8037_KID, "", None, 1],
+                         ids=["unknown", "the-signing-key", "empty", "null", "int"])
+def test_jwe_kid_refused(jctx: JweCtx, kid: Any) -> None:
+    assert_refused(jctx.ctx, jctx.wrap_with(jctx.ctx.forger.token(), kid=kid))
+
+
+def test_jwe_kid_swapped_in_an_issued_token(jctx: JweCtx) -> None:
+    parts = _jwe_parts(jctx.issued)
+    header = json.loads(b64u_decode(parts[0]))
+    parts[0] = b64u(jbytes({**header, "kid": header["kid"][::-1]}))
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+def test_jwe_to_an_attacker_key_with_the_server_kid(jctx: JweCtx) -> None:
+    from joserfc.jwk import ECKey
+
+    attacker = ECKey.generate_key("P-256")
+    assert_refused(jctx.ctx, jctx.wrap(jctx.ctx.forger.token(), key=attacker))
+
+
+def test_jwe_alg_dir(jctx: JweCtx) -> None:
+    """``dir``: a content key the sender chooses (and no key agreement at all)."""
+    from joserfc.jwk import OctKey
+
+    token = jctx.wrap(jctx.ctx.forger.token(), header={"alg": "dir"},
+                      key=OctKey.generate_key(256), algorithms=["dir", "A256GCM"])
+    assert_refused(jctx.ctx, token)
+
+
+def test_jwe_alg_rsa1_5(jctx: JweCtx) -> None:
+    """RSA1_5: PKCS#1 v1.5 padding (Bleichenbacher's oracle) is never tried."""
+    import warnings
+
+    from joserfc.jwk import RSAKey
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc warns about RSA1_5 itself
+        token = jctx.wrap(jctx.ctx.forger.token(), header={"alg": "RSA1_5"},
+                          key=RSAKey.generate_key(2048), algorithms=["RSA1_5", "A256GCM"])
+    assert_refused(jctx.ctx, token)
+
+
+@pytest.mark.parametrize("alg", ["ECDH-ES", "ECDH-ES+A128KW", "A256KW", "RSA-OAEP", "none",
+                                 "ecdh-es+a256kw"])
+def test_jwe_other_alg_in_header(jctx: JweCtx, alg: str) -> None:
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    header = json.loads(b64u_decode(parts[0]))
+    parts[0] = b64u(jbytes({**header, "alg": alg}))
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+def test_jwe_direct_key_agreement_ecdh_es(jctx: JweCtx) -> None:
+    token = jctx.wrap(jctx.ctx.forger.token(), header={"alg": "ECDH-ES"},
+                      algorithms=["ECDH-ES", "A256GCM"])
+    assert_refused(jctx.ctx, token)
+
+
+@pytest.mark.parametrize("enc", ["A128GCM", "A256CBC-HS512", "A128CBC-HS256"])
+def test_jwe_other_enc(jctx: JweCtx, enc: str) -> None:
+    token = jctx.wrap(jctx.ctx.forger.token(), header={"enc": enc},
+                      algorithms=["ECDH-ES+A256KW", enc])
+    assert_refused(jctx.ctx, token)
+
+
+def test_jwe_zip_def(jctx: JweCtx) -> None:
+    """Compression before encryption leaks the plaintext's length (CRIME-like oracles):
+    a correctly encrypted, compressed token to the server's key is refused."""
+    token = jctx.wrap(jctx.ctx.forger.token(), header={"zip": "DEF"},
+                      algorithms=[*JWE_ALGS, "DEF"])
+    assert_refused(jctx.ctx, token)
+
+
+@pytest.mark.parametrize("extra", [{"crit": ["exp"]}, {"jku": "https://evil.example/k"},
+                                   {"apu": "QWxpY2U"}, {"typ": "at+jwt"}, {"x5u": "x"}],
+                         ids=["crit", "jku", "apu", "typ", "x5u"])
+def test_jwe_extra_header_member(jctx: JweCtx, extra: dict[str, Any]) -> None:
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    header = json.loads(b64u_decode(parts[0]))
+    parts[0] = b64u(jbytes({**header, **extra}))
+    assert_refused(jctx.ctx, ".".join(parts))
+
+
+@pytest.mark.parametrize("cty", ["jwt", "at+jwt", "JOSE", None, DROP],
+                         ids=["jwt", "at+jwt", "JOSE", "null", "missing"])
+def test_jwe_cty_not_jwt(jctx: JweCtx, cty: Any) -> None:
+    assert_refused(jctx.ctx, jctx.wrap_with(jctx.ctx.forger.token(), cty=cty))
+
+
+def test_jwe_invalid_curve_epk(jctx: JweCtx) -> None:
+    """An ephemeral key that is not a point of P-256 (the invalid-curve attack recovers the
+    private key from such points): refused, never used in a key agreement."""
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    header = json.loads(b64u_decode(parts[0]))
+    y = int.from_bytes(b64u_decode(header["epk"]["y"]), "big")
+    off_curve = {**header["epk"], "y": b64u(((y + 1) % 2**256).to_bytes(32, "big"))}
+    for epk in (off_curve, {**header["epk"], "x": b64u(bytes(32)), "y": b64u(bytes(32))},
+                {**header["epk"], "crv": "P-384"}, {"kty": "OKP", "crv": "X25519",
+                                                    "x": header["epk"]["x"]},
+                {**header["epk"], "d": b64u(bytes(31) + b"\x01")}, "not-a-key"):
+        parts[0] = b64u(jbytes({**header, "epk": epk}))
+        assert_refused(jctx.ctx, ".".join(parts))
+
+
+def test_jwe_wrapping_an_unsigned_jwt(jctx: JweCtx) -> None:
+    f = jctx.ctx.forger
+    assert_refused(jctx.ctx, jctx.wrap(compact(f.header(alg="none"), f.claims(), no_signer)))
+
+
+def test_jwe_wrapping_a_jwt_signed_by_another_key(jctx: JweCtx) -> None:
+    f = jctx.ctx.forger
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    assert_refused(jctx.ctx, jctx.wrap(f.token(sign=ed_signer(attacker))))
+
+
+def test_jwe_wrapping_bare_claims(jctx: JweCtx) -> None:
+    """The claims JSON itself as the plaintext: encryption is not authentication."""
+    assert_refused(jctx.ctx, jctx.wrap(jbytes(jctx.ctx.forger.claims())))
+
+
+def test_jwe_wrapping_a_jwe(jctx: JweCtx) -> None:
+    assert_refused(jctx.ctx, jctx.wrap(jctx.wrap(jctx.ctx.forger.token())))
+
+
+def test_jwe_wrapping_an_expired_or_foreign_audience_token(jctx: JweCtx) -> None:
+    f = jctx.ctx.forger
+    now = int(jctx.ctx.server_now())
+    assert_refused(jctx.ctx, jctx.wrap(f.token(claims=f.claims(iat=now - 900, exp=now - 60))))
+    assert_refused(jctx.ctx, jctx.wrap(f.token(claims=f.claims(aud="someone-else"))))
+
+
+@pytest.mark.parametrize("plaintext", [b"", b"\xff\xfe", b"a.b.c", b"x" * 5000],
+                         ids=["empty", "not-utf8", "three-dots", "large"])
+def test_jwe_wrapping_garbage(jctx: JweCtx, plaintext: bytes) -> None:
+    assert_refused(jctx.ctx, jctx.wrap(plaintext))
+
+
+def test_jwe_json_serialization_as_bearer(jctx: JweCtx) -> None:
+    header, ek, iv, ct, tag = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    flattened = json.dumps({"protected": header, "encrypted_key": ek, "iv": iv,
+                            "ciphertext": ct, "tag": tag})
+    assert_refused(jctx.ctx, b64u(flattened.encode()))
+
+
+def test_jwe_segment_count_and_padding(jctx: JweCtx) -> None:
+    parts = _jwe_parts(jctx.wrap(jctx.ctx.forger.token()))
+    assert_refused(jctx.ctx, ".".join([*parts, parts[4]]))
+    assert_refused(jctx.ctx, ".".join(parts[:4]))
+    assert_refused(jctx.ctx, ".".join([parts[0] + "=", *parts[1:]]))
+
+
+def test_jwe_revoked_token_stays_refused(jctx: JweCtx) -> None:
+    token = jctx.wrap(jctx.ctx.forger.token())
+    assert_accepted(jctx.ctx, token)
+    assert jctx.ctx.http.post("/auth/revoke", data={"token": token}).status_code == 200
+    assert_refused(jctx.ctx, token)
+    # the same signed token in a fresh JWE is the same jti: still revoked
+    inner = jctx.ctx.forger.token()
+    first = jctx.wrap(inner)
+    assert jctx.ctx.http.post("/auth/revoke", data={"token": first}).status_code == 200
+    assert_refused(jctx.ctx, jctx.wrap(inner))
+
+
+def test_jwe_server_survived(jctx: JweCtx) -> None:
+    assert_accepted(jctx.ctx, jctx.wrap(jctx.ctx.forger.token()))
+    assert "unhandled error on GET" not in jctx.ctx.server.log()
+    assert "Traceback" not in jctx.ctx.server.log()

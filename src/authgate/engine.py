@@ -72,9 +72,10 @@ class Engine:
         secret = settings.hs256_secret.get_secret_value().encode() if settings.hs256_secret \
             else None
         self.keys = KeyRing(self.records, settings.signing_alg, settings.signing_key_file,
-                            secret)
+                            secret, encryption=settings.token_encryption)
         self.tokens = AccessTokens(self.keys, settings.token_issuer, settings.audience,
-                                   settings.access_token_ttl, settings.token_leeway)
+                                   settings.access_token_ttl, settings.token_leeway,
+                                   encrypt=settings.token_encryption)
         self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
         self._gauges()
         # Between processes without Redis, in milliseconds (the log stays the backstop).

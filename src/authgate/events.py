@@ -39,6 +39,7 @@ CATALOGUE: dict[str, str] = {
     "user.enabled": "a user was enabled again",
     "user.roles_changed": "a user's roles were set",
     "key.rotated": "a new signing key was added",
+    "key.exported": "a token-encryption private key was exported (keys export-decryption-key)",
 }
 
 Hook = Callable[["AuthEvent"], "Awaitable[None] | None"]

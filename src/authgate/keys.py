@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from authgate.encryption import ENC_ALG, EncryptionKeys
 from authgate.errors import ConfigError
 from authgate.store.protocols import KeyStore
 
@@ -94,8 +95,10 @@ class KeyRing:
     """The keys this process signs and verifies with, loaded from the database."""
 
     def __init__(self, records: KeyStore, alg: str, key_file: Path | None = None,
-                 hs256_secret: bytes | None = None) -> None:
+                 hs256_secret: bytes | None = None, encryption: bool = False) -> None:
         self.records = records
+        #: The token-encryption keys (their rows sit beside ours, alg ENC_ALG).
+        self.encryption = EncryptionKeys(records, encryption)
         self.alg = alg
         self.key_file = key_file
         self.hs256_secret = hs256_secret
@@ -104,6 +107,7 @@ class KeyRing:
 
     async def load(self, now: float, create: bool = True) -> None:
         keys: dict[str, SigningKey] = {}
+        stored: list[Any] | None = None  # the key records, when read for the signing keys
         if self.alg == "HS256":
             secret = self.hs256_secret or b""
             kid = "hs-" + hashlib.sha256(b"authgate-kid" + secret).hexdigest()[:16]
@@ -115,21 +119,36 @@ class KeyRing:
             keys[jwk["kid"]] = SigningKey(jwk["kid"], self.alg, jwk, 0.0, None, None, key,
                                           key.public_key())
         else:
-            rows = await self.records.signing_keys()
+            stored = await self.records.signing_keys()
+            rows = [r for r in stored if r["alg"] != ENC_ALG]
             if create and not any(r["alg"] == self.alg and r["retired_at"] is None
                                   for r in rows):
                 await self.records.insert_first_key(self.alg, self._new_key_row(now, now))
-                rows = await self.records.signing_keys()
+                stored = await self.records.signing_keys()
+                rows = [r for r in stored if r["alg"] != ENC_ALG]
             for row in rows:
                 if row["drop_after"] is not None and row["drop_after"] <= now:
                     continue
-                stored = serialization.load_pem_private_key(row["private_pem"].encode(), None)
+                private = serialization.load_pem_private_key(row["private_pem"].encode(), None)
                 keys[row["kid"]] = SigningKey(
                     row["kid"], row["alg"], json.loads(row["public_jwk"]), row["signs_from"],
-                    row["retired_at"], row["drop_after"], stored, stored.public_key())
+                    row["retired_at"], row["drop_after"], private, private.public_key())
         self.keys = keys
         published = [k.jwk for k in keys.values() if k.jwk and k.alg == self.alg]
         self._jwks_body = json.dumps({"keys": published}, separators=(",", ":")).encode()
+        # Encryption keys stored earlier load even with TOKEN_ENCRYPTION off (their tokens
+        # keep working until they expire), from the records already read.
+        if stored is not None or self.encryption.enabled:
+            await self.encryption.load(now, create, stored)
+
+    async def _rows(self) -> list[Any]:
+        """The stored signing keys (not the encryption keys kept beside them)."""
+        return [r for r in await self.records.signing_keys() if r["alg"] != ENC_ALG]
+
+    @property
+    def kids(self) -> set[str]:
+        """Every key id this ring knows: signing and encryption keys."""
+        return set(self.keys) | set(self.encryption.keys)
 
     async def rotate(self, now: float, publish_ahead: float, token_ttl: float = 0.0) -> str:
         """Add a new key that signs from ``now + publish_ahead``; retire the current ones
@@ -138,7 +157,7 @@ class KeyRing:
             raise ConfigError("keys come from the configuration; rotate them there")
         starts = now + publish_ahead
         row = self._new_key_row(now, starts)
-        for old in await self.records.signing_keys():
+        for old in await self._rows():
             if old["retired_at"] is None:
                 await self.records.update_key(old["kid"], retired_at=starts,
                                               drop_after=starts + token_ttl + 60)

@@ -82,6 +82,8 @@ class Settings(GroupViews, BaseSettings):
     signing_alg: SigningAlg = "EdDSA"
     signing_key_file: Path | None = None
     hs256_secret: SecretStr | None = None
+    # Access tokens as nested JWTs: the signed token inside a JWE (ECDH-ES+A256KW, A256GCM).
+    token_encryption: bool = False
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     role_scopes: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)

@@ -6,6 +6,10 @@ would tolerate: anything but three base64url segments without padding, duplicate
 members, a header that is not exactly ``typ: at+jwt`` with the configured ``alg`` and a known
 string ``kid``, header-supplied keys (``jwk``, ``jku``, ``x5u``, ``x5c``), ``crit``, ``b64``
 and oversized tokens. Every refusal is the same :class:`InvalidToken`.
+
+With ``TOKEN_ENCRYPTION`` the issued token is that signed token inside a compact JWE
+(:mod:`authgate.encryption`); a five-segment token is decrypted first, and what it holds
+then goes through every check above, as if it had been presented itself.
 """
 
 from __future__ import annotations
@@ -84,8 +88,9 @@ class AccessTokens:
     """Issue and verify access tokens against a :class:`KeyRing`."""
 
     def __init__(self, keys: KeyRing, issuer: str, audience: str, ttl: int,
-                 leeway: int = 0) -> None:
+                 leeway: int = 0, encrypt: bool = False) -> None:
         self.keys = keys
+        self.encrypt = encrypt
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
@@ -100,14 +105,21 @@ class AccessTokens:
             jti=secrets.token_urlsafe(16), scope=scope, roles=roles, sid=family_id,
             client_id=self.audience,
         )
-        return self.keys.sign(claims, now), claims
+        signed = self.keys.sign(claims, now)
+        if self.encrypt:
+            return self.keys.encryption.encrypt(signed, now), claims
+        return signed, claims
 
     def verify(self, token: str, now: float) -> dict[str, Any]:
         """The verified claims, or :class:`InvalidToken` (whatever the reason).
 
         PyJWT checks the signature first, then ``iss``, ``aud`` and that the required claims
-        are present; the times are checked here against the injected clock.
+        are present; the times are checked here against the injected clock. An encrypted
+        token (five segments) is decrypted first; a JWE inside a JWE is refused.
         """
+        if isinstance(token, str) and len(token) <= MAX_TOKEN_LENGTH \
+                and token.count(".") == 4:
+            token = self.keys.encryption.decrypt(token, now)
         kid = peek_header(token, self.keys)
         key = self.keys.verifier(kid)
         if key is None or (key.drop_after is not None and key.drop_after <= now):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import click
@@ -56,7 +57,7 @@ def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
 
 @main.group()
 def keys() -> None:
-    """Signing keys."""
+    """Signing keys (and token-encryption keys)."""
 
 
 @keys.command("list")
@@ -65,9 +66,12 @@ def keys_list(config: str | None) -> None:
     """List signing keys (public part only)."""
     async def job(engine: Any) -> Any:
         now = engine.clock.now()
-        return list(engine.keys.keys.values()), engine.keys.signer(now).kid, now
+        enc = engine.keys.encryption
+        encrypting = enc.encrypter(now).kid if enc.keys else None
+        return (list(engine.keys.keys.values()), engine.keys.signer(now).kid, now,
+                list(enc.keys.values()), encrypting)
 
-    found, signing, now = _run(config, job)
+    found, signing, now, enc_keys, encrypting = _run(config, job)
     for k in found:
         # Exactly one key signs now (the one new tokens get); the others only verify.
         if k.kid == signing:
@@ -79,25 +83,64 @@ def keys_list(config: str | None) -> None:
         click.echo(f"{k.kid}\t{k.alg}\t{state}\tsigns from {_when(k.signs_from)}"
                    + (f"\tuntil {_when(k.retired_at)}" if k.retired_at else "")
                    + (f"\tleaves JWKS {_when(k.drop_after)}" if k.drop_after else ""))
+    for e in enc_keys:  # never in the JWKS: only this server encrypts
+        if e.kid == encrypting:
+            state = "encrypting"
+        elif e.encrypts_from > now and (e.retired_at is None or e.retired_at > e.encrypts_from):
+            state = "pending"
+        else:
+            state = "decrypting"
+        click.echo(f"{e.kid}\t{e.jwk.get('alg')}\t{state}\tencrypts from "
+                   f"{_when(e.encrypts_from)}"
+                   + (f"\tuntil {_when(e.retired_at)}" if e.retired_at else "")
+                   + (f"\tdropped {_when(e.drop_after)}" if e.drop_after else ""))
 
 
 @keys.command("rotate")
 @click.option("--publish-ahead", default=600, show_default=True, type=click.IntRange(0),
               help="Seconds the new key is in the JWKS before it signs (at least the "
                    "30 s key reload plus the JWKS max-age of 300 s).")
+@click.option("--encryption", is_flag=True,
+              help="Rotate the token-encryption key instead (TOKEN_ENCRYPTION): the old one "
+                   "keeps decrypting until its tokens expire. --publish-ahead is then the "
+                   "time to hand the new key to resource servers that decrypt themselves.")
 @config_option
-def keys_rotate(publish_ahead: int, config: str | None) -> None:
+def keys_rotate(publish_ahead: int, encryption: bool, config: str | None) -> None:
     """Add a new signing key; the old one keeps verifying until its tokens expire."""
     async def job(engine: Any) -> str:
-        kid = str(await engine.keys.rotate(engine.clock.now(), publish_ahead,
-                                           engine.settings.access_token_ttl))
+        ring = engine.keys.encryption if encryption else engine.keys
+        kid = str(await ring.rotate(engine.clock.now(), publish_ahead,
+                                    engine.settings.access_token_ttl))
         engine.events.emit("key.rotated", actor="operator", kid=kid,
-                           signs_in=publish_ahead)
+                           signs_in=publish_ahead, use="enc" if encryption else "sig")
         return kid
 
     kid = _run(config, job)
+    if encryption:
+        click.echo(f"new encryption key {kid} encrypts in {publish_ahead} s; running servers "
+                   "load it within 30 s")
+        return
     click.echo(f"new key {kid} signs in {publish_ahead} s; running servers publish it "
                "within 30 s")
+
+
+@keys.command("export-decryption-key")
+@click.option("--kid", default=None, help="The key to export (default: the one encrypting "
+                                          "now; `keys list` shows them).")
+@config_option
+def keys_export_decryption_key(kid: str | None, config: str | None) -> None:
+    """Print a token-encryption private key as a JWK, for a resource server that must read
+    encrypted tokens itself."""
+    async def job(engine: Any) -> dict[str, Any]:
+        jwk = dict(engine.keys.encryption.export(kid, engine.clock.now()))
+        engine.events.emit("key.exported", actor="operator", kid=jwk["kid"])
+        return jwk
+
+    jwk = _run(config, job)
+    click.echo("authgate: warning: this is a PRIVATE key: whoever holds it reads every access "
+               "token encrypted to it. Hand it only to the resource servers that must, over a "
+               "secure channel; never log or commit it.", err=True)
+    click.echo(json.dumps(jwk, separators=(",", ":")))
 
 
 @main.group()

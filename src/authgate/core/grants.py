@@ -207,9 +207,9 @@ class Grants:
     async def reload_keys(self) -> bool:
         """Reload the key ring; True when its set of keys changed. A key that left the ring
         takes the verified-token cache with it: its tokens must not outlive it there."""
-        before = set(self.keys.keys)
+        before = self.keys.kids
         await self.keys.load(self.clock.now(), create=False)
-        after = set(self.keys.keys)
+        after = self.keys.kids
         if before - after:
             self.hot.verified.clear()
         return after != before
