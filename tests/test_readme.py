@@ -94,18 +94,3 @@ def test_readme_transcripts_run_as_written(make_server: object, tmp_path: Path) 
     assert len(outputs) == len(found), done.stdout
     for step, actual in zip(found, outputs, strict=True):
         check(step, actual)
-
-
-def test_readme_settings_table_matches_the_settings_model() -> None:
-    """Every setting is in the README's table, and the table names no setting that is gone."""
-    from authgate.settings import Settings
-
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Settings"):text.index("## Embed it")]
-    documented: set[str] = set()
-    for line in section.splitlines():
-        if line.startswith("| `"):
-            documented |= set(re.findall(r"`([A-Z0-9_]+)`", line.split("|")[1]))
-    fields = {name.upper() for name in Settings.model_fields}
-    assert sorted(fields - documented) == [], "settings missing from the README's table"
-    assert sorted(documented - fields) == [], "the README's table names unknown settings"

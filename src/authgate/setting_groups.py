@@ -108,6 +108,7 @@ class TokenSettings(_Group):
     signing_key_file: Path | None
     hs256_secret: SecretStr | None
     role_scopes: Mapping[str, tuple[str, ...]]
+    encryption: bool
     SOURCE: ClassVar[Mapping[str, str]] = {
         "issuer": "token_issuer", "audience": "audience", "access_ttl": "access_token_ttl",
         "refresh_ttl": "refresh_token_ttl", "refresh_idle_ttl": "refresh_idle_ttl",
@@ -115,7 +116,7 @@ class TokenSettings(_Group):
         "cookie_refresh_reuse_grace": "cookie_refresh_reuse_grace",
         "leeway": "token_leeway", "signing_alg": "signing_alg",
         "signing_key_file": "signing_key_file", "hs256_secret": "hs256_secret",
-        "role_scopes": "role_scopes"}
+        "role_scopes": "role_scopes", "encryption": "token_encryption"}
 
     def scopes_for(self, roles: list[str] | tuple[str, ...]) -> list[str]:
         """Every scope the given roles grant (a role grants its own name unless mapped)."""

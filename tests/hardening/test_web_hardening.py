@@ -257,7 +257,7 @@ def ws_client(
                     middleware=[Middleware(AuthGateMiddleware, gate=gate)],
                     lifespan=gate.lifespan)
     with TestClient(app) as tc:
-        tc.portal.call(gate.engine.create_user, "wsuser", WS_PW)  # type: ignore[union-attr]
+        tc.portal.call(gate.users.create_user, "wsuser", WS_PW)  # type: ignore[union-attr]
         token = tc.post("/auth/token", data={"grant_type": "password", "username": "wsuser",
                                              "password": WS_PW}).json()["access_token"]
         assert tc.post("/auth/login", json={"username": "wsuser",

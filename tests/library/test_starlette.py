@@ -51,8 +51,8 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, AuthGate]]:
         middleware=[Middleware(AuthGateMiddleware, gate=gate)],
         lifespan=gate.lifespan)
     with TestClient(app) as tc:
-        tc.portal.call(gate.engine.create_user, "ann", PW, ["reports:read"])  # type: ignore[union-attr]
-        tc.portal.call(gate.engine.create_user, "ben", PW)  # type: ignore[union-attr]
+        tc.portal.call(gate.users.create_user, "ann", PW, ["reports:read"])  # type: ignore[union-attr]
+        tc.portal.call(gate.users.create_user, "ben", PW)  # type: ignore[union-attr]
         yield tc, gate
 
 
