@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
-from authgate.models import SessionRecord, User
+from authgate.models import Revocation, SessionRecord, User
 from authgate.store.protocols import RevocationLog
 from authgate.tasks import cancel
 
@@ -222,8 +222,11 @@ class HotState:
 
     def apply(self, key: str) -> None:
         """Apply one revocation: ``session:<hash>``, ``family:<id>``, ``jti:<jti>``,
-        ``user:<id>``."""
-        kind, _, value = key.partition(":")
+        ``user:<id>``, ``redis:<epoch>`` (:class:`Revocation`'s published form)."""
+        event = Revocation.parse(key)
+        if event is None:
+            return
+        kind, value = event.kind, event.value
         now = self.clock.now()
         self.generation += 1
         if kind == "session":

@@ -26,8 +26,7 @@ from authgate.store.redis_sessions import RedisSessions
 from authgate.store.redis_throttle import RedisThrottle
 from authgate.store.shared import log_revocations
 from authgate.store.socket_bus import SocketBus
-from tests.conftest import REDIS_URL
-from tests.unit.conftest import _drop_pg, _pg_database, _unreachable
+from tests.unit.conftest import _drop_pg, _pg_database, private_redis_prefix
 
 Settle = Callable[[float], Awaitable[None]]
 
@@ -54,18 +53,8 @@ async def sqlite_database(tmp_path: Path) -> AsyncIterator[Database]:
 @pytest.fixture
 async def redis_prefix() -> AsyncIterator[tuple[aioredis.Redis, str]]:
     """A Redis client and a key prefix of this test's own (its keys deleted afterwards)."""
-    client = aioredis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (OSError, aioredis.RedisError) as exc:
-        await client.aclose()
-        _unreachable("Redis", exc)
-    prefix = f"agst{uuid.uuid4().hex[:10]}"
-    yield client, prefix
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    async with private_redis_prefix("agst") as pair:
+        yield pair
 
 
 # -- ThrottleStore -------------------------------------------------------------------------

@@ -51,7 +51,9 @@ def _unreachable(what: str, exc: BaseException) -> None:
     pytest.skip(f"{what} unreachable: {exc}")
 
 
-async def _redis_settings() -> AsyncIterator[dict[str, Any]]:
+@contextlib.asynccontextmanager
+async def private_redis_prefix(tag: str = "agt") -> AsyncIterator[tuple[Any, str]]:
+    """A Redis client and a key prefix of this test's own (its keys deleted afterwards)."""
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(REDIS_URL)
@@ -60,12 +62,19 @@ async def _redis_settings() -> AsyncIterator[dict[str, Any]]:
     except (OSError, aioredis.RedisError) as exc:
         await client.aclose()
         _unreachable("Redis", exc)
-    prefix = f"agt{uuid.uuid4().hex[:10]}"
-    yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
-    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+    prefix = f"{tag}{uuid.uuid4().hex[:10]}"
+    try:
+        yield client, prefix
+    finally:
+        keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+async def _redis_settings() -> AsyncIterator[dict[str, Any]]:
+    async with private_redis_prefix() as (_client, prefix):
+        yield {"redis_url": REDIS_URL, "redis_prefix": prefix}
 
 
 # The same engine tests on every backend combination an operator can choose.

@@ -74,26 +74,29 @@ def keys_list(config: str | None) -> None:
     found, signing, now, enc_keys, encrypting = _run(config, job)
     for k in found:
         # Exactly one key signs now (the one new tokens get); the others only verify.
-        if k.kid == signing:
-            state = "signing"
-        elif k.signs_from > now and (k.retired_at is None or k.retired_at > k.signs_from):
-            state = "pending"
-        else:
-            state = "verifying"
+        state = _key_state(k.kid == signing, k.signs_from, k.retired_at, now,
+                           ("signing", "verifying"))
         click.echo(f"{k.kid}\t{k.alg}\t{state}\tsigns from {_when(k.signs_from)}"
                    + (f"\tuntil {_when(k.retired_at)}" if k.retired_at else "")
                    + (f"\tleaves JWKS {_when(k.drop_after)}" if k.drop_after else ""))
     for e in enc_keys:  # never in the JWKS: only this server encrypts
-        if e.kid == encrypting:
-            state = "encrypting"
-        elif e.encrypts_from > now and (e.retired_at is None or e.retired_at > e.encrypts_from):
-            state = "pending"
-        else:
-            state = "decrypting"
+        state = _key_state(e.kid == encrypting, e.encrypts_from, e.retired_at, now,
+                           ("encrypting", "decrypting"))
         click.echo(f"{e.kid}\t{e.jwk.get('alg')}\t{state}\tencrypts from "
                    f"{_when(e.encrypts_from)}"
                    + (f"\tuntil {_when(e.retired_at)}" if e.retired_at else "")
                    + (f"\tdropped {_when(e.drop_after)}" if e.drop_after else ""))
+
+
+def _key_state(current: bool, starts: float, retired: float | None, now: float,
+               names: tuple[str, str]) -> str:
+    """``names[0]`` for the key in use, ``pending`` for one that starts later (and is not
+    retired before it starts), else ``names[1]`` (it only reads what it made)."""
+    if current:
+        return names[0]
+    if starts > now and (retired is None or retired > starts):
+        return "pending"
+    return names[1]
 
 
 @keys.command("rotate")

@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from authgate.models import SessionRecord
+from authgate.models import Revocation, SessionRecord
 
 TOMBSTONE = b"-"
 TOMBSTONE_TTL = 300
@@ -69,5 +69,6 @@ class RedisSessions:
     def queue_tombstones(self, pipe: Pipeline, keys: Iterable[str]) -> None:
         """Add the tombstones of the ``session:<hash>`` revocation keys among ``keys``."""
         for key in keys:
-            if key.startswith("session:"):
-                pipe.set(self.key(key[8:]), TOMBSTONE, ex=TOMBSTONE_TTL)
+            event = Revocation.parse(key)
+            if event is not None and event.kind == "session":
+                pipe.set(self.key(event.value), TOMBSTONE, ex=TOMBSTONE_TTL)
