@@ -282,12 +282,12 @@ def health_handler(engine: Engine) -> Handler:
     return healthz
 
 
-def create_server_app(settings: Settings | None = None, *,
-                      clock: Clock | None = None) -> ASGIApp:
+def create_server_app(settings: Settings | None = None, *, clock: Clock | None = None,
+                      gate: AuthGate | None = None) -> ASGIApp:
     """:func:`create_app` behind the fast path, the hardening layer and the error boundary,
     outside FastAPI's own middleware stack (which costs more than the authentication
-    itself)."""
-    gate = AuthGate(settings, clock=clock)
+    itself). ``gate``: one built by the caller (the in-process tests reach its engine)."""
+    gate = gate or AuthGate(settings, clock=clock)
     app = create_app(gate=gate)
     health = health_handler(gate.engine)
     fast = {**hot_handlers(gate.engine), "/healthz": health, "/readyz": health,
