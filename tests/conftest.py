@@ -164,8 +164,32 @@ def contract_backend() -> str:
     return "sqlite"
 
 
+def server_class(request: pytest.FixtureRequest, workers: int = 1) -> type[Server]:
+    """The subprocess :class:`Server` for a test (or module) marked ``subprocess`` or one
+    that asks for several workers; else the in-process server (same interface)."""
+    from tests.inprocess import InProcessServer
+
+    if (workers != 1 or request.node.get_closest_marker("subprocess") is not None
+            or request.config.getoption("all_subprocess")):
+        return Server
+    return InProcessServer  # type: ignore[return-value]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--all-subprocess", action="store_true", dest="all_subprocess",
+                     help="run every server on the subprocess layer (to compare the layers)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test not marked ``subprocess`` is in the fast layer (``-m fast``)."""
+    for item in items:
+        if item.get_closest_marker("subprocess") is None:
+            item.add_marker(pytest.mark.fast)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           contract_backend: str) -> Iterator[Server]:
     settings: dict[str, Any] = {}
     pg: str | None = None
     redis: dict[str, str] | None = None
@@ -173,7 +197,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str) -> I
         pg = _pg_create()
         redis = _redis_prefix()
         settings = {"database_url": pg, **redis}
-    srv = Server(tmp_path_factory.mktemp("srv"), settings).start()
+    srv = server_class(request)(tmp_path_factory.mktemp("srv"), settings).start()
     yield srv
     srv.stop()
     if pg is not None:
@@ -183,11 +207,13 @@ def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str) -> I
 
 
 @pytest.fixture
-def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+def make_server(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
     def make(workers: int = 1, workdir: Path | None = None, **settings: Any) -> Server:
-        srv = Server(workdir or tmp_path_factory.mktemp("srv"), settings, workers).start()
+        cls = server_class(request, workers)
+        srv = cls(workdir or tmp_path_factory.mktemp("srv"), settings, workers).start()
         started.append(srv)
         return srv
 

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import Server
+from tests.conftest import Server, server_class
 from tests.tokens.forge import (
     DROP,
     ED25519_L,
@@ -76,10 +76,11 @@ class Ctx:
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def srv(request: pytest.FixtureRequest,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     work = tmp_path_factory.mktemp("advisories")
     pem = write_rfc8037_pem(work / "rfc8037-ed25519.pem")
-    server = Server(work, {"signing_key_file": str(pem), "issuer": ISSUER,
+    server = server_class(request)(work, {"signing_key_file": str(pem), "issuer": ISSUER,
                            "audience": AUDIENCE}).start()
     yield server
     server.stop()

@@ -7,18 +7,18 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, server_class
 from tests.helpers import AuthClient
 
 
 @pytest.fixture(scope="module")
-def module_server_factory(
+def module_server_factory(request: pytest.FixtureRequest,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
     """Start servers with given settings that live for the whole test module."""
     started: list[Server] = []
 
     def make(**settings: Any) -> Server:
-        srv = Server(tmp_path_factory.mktemp("srv"), settings).start()
+        srv = server_class(request)(tmp_path_factory.mktemp("srv"), settings).start()
         started.append(srv)
         return srv
 
@@ -61,8 +61,9 @@ TUNED = {
 
 
 @pytest.fixture(scope="session")
-def tuned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def tuned(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server running :data:`TUNED`, for the whole session."""
-    srv = Server(tmp_path_factory.mktemp("tuned"), dict(TUNED)).start()
+    srv = server_class(request)(tmp_path_factory.mktemp("tuned"), dict(TUNED)).start()
     yield srv
     srv.stop()

@@ -26,6 +26,8 @@ from tests.blackbox.support import (
 )
 from tests.conftest import AUTHGATE, Server, env_for, free_port
 
+pytestmark = pytest.mark.subprocess  # the CLI itself, against a running server (restart included)
+
 
 def rows(db: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
     conn = sqlite3.connect(db, timeout=10)

@@ -8,9 +8,12 @@ import subprocess
 from pathlib import Path
 
 import jwt
+import pytest
 
 from tests.blackbox.support import one_line_error, register
 from tests.conftest import AUTHGATE, Server, env_for, free_port
+
+pytestmark = pytest.mark.subprocess  # `authgate serve`'s own start-up checks and warnings
 
 
 def serve_without_public_url(tmp_path: Path, **settings: object) -> Server:

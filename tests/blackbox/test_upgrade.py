@@ -12,8 +12,11 @@ import time
 from pathlib import Path
 
 import argon2
+import pytest
 
 from tests.conftest import ROOT, Server
+
+pytestmark = pytest.mark.subprocess  # an older release's database, served by real processes
 
 PASSWORD = "upgraded user passphrase"
 

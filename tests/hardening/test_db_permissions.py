@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import AUTHGATE, Server, env_for
 
+pytestmark = pytest.mark.subprocess  # file modes made by the server and migrate processes
+
 
 @pytest.fixture
 def loose_umask() -> Iterator[None]:

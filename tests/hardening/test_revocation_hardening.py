@@ -215,6 +215,7 @@ def persistent_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
     r.stop()
 
 
+@pytest.mark.subprocess  # two instances, a Redis restarted under them
 def test_h02_redis_outage_during_logout_does_not_resurrect_sessions(
         make_server: Callable[..., Server], pg_url: str,
         persistent_redis: PersistentRedis) -> None:
@@ -263,6 +264,7 @@ def _scopes(srv: Server, headers: dict[str, str]) -> list[str] | None:
     return list(r.json()["scopes"]) if r.status_code == 200 else None
 
 
+@pytest.mark.subprocess  # two worker processes
 def test_h12_role_change_reaches_sessions_and_ends_old_tokens(
         make_server: Callable[..., Server]) -> None:
     srv = make_server(workers=2)  # two processes: each has its own caches

@@ -15,7 +15,7 @@ import pytest
 from authgate.clock import ManualClock
 from authgate.errors import InvalidCredentials, Throttled
 from tests.blackbox.support import assert_error, new_name, new_password, register
-from tests.conftest import Server
+from tests.conftest import Server, server_class
 from tests.helpers import cookie_attrs
 from tests.unit import conftest as unit
 from tests.unit.conftest import EngineFactory
@@ -148,8 +148,9 @@ def test_h05_every_sign_in_sets_a_device_cookie(server: Server) -> None:
     assert cookie_attrs(login(server, username, "not the password"), DEVICE) is None
 
 
-def test_h05_device_cookie_name_without_secure_cookies(tmp_path: Path) -> None:
-    srv = Server(tmp_path, {"cookie_secure": False}).start()
+def test_h05_device_cookie_name_without_secure_cookies(request: pytest.FixtureRequest,
+                                                       tmp_path: Path) -> None:
+    srv = server_class(request)(tmp_path, {"cookie_secure": False}).start()
     try:
         username, password, _ = register(srv)
         with httpx.Client(base_url=srv.url, timeout=60) as c:
@@ -318,10 +319,11 @@ def test_h08_x_forwarded_for_lines_feed_the_address_throttle(proxied: Server) ->
 
 
 @pytest.fixture(scope="module")
-def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def proxied(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """Behind a trusted proxy on 127.0.0.1, a per-address login limit of 3, and the
     default registration and revocation limits (the harness raises them elsewhere)."""
-    srv = Server(tmp_path_factory.mktemp("proxied"),
+    srv = server_class(request)(tmp_path_factory.mktemp("proxied"),
                  {"trusted_proxies": "127.0.0.1", "ip_failure_limit": 3})
     srv.settings.pop("registration_limit")
     srv.settings.pop("revoke_limit")

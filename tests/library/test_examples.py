@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from tests.helpers import AuthClient
 from tests.library.conftest import App
+
+pytestmark = pytest.mark.subprocess  # the examples under uvicorn, as their docstrings run them
 
 
 def _client(app: App) -> AuthClient:

@@ -18,6 +18,8 @@ import pytest
 from tests.conftest import ROOT, Server, free_port, in_ci
 from tests.helpers import AuthClient
 
+pytestmark = pytest.mark.subprocess  # a real nginx in front of a real server
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 

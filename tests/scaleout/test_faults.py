@@ -24,6 +24,8 @@ import pytest
 
 from tests.conftest import Server, free_port, in_ci
 
+pytestmark = pytest.mark.subprocess  # killing and restarting processes, backend faults
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> float:
     start = time.monotonic()

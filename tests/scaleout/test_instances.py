@@ -16,6 +16,8 @@ import pytest
 from tests.conftest import Server
 from tests.helpers import AuthClient
 
+pytestmark = pytest.mark.subprocess  # several instances and workers on one database
+
 BOUND = 1.0
 
 

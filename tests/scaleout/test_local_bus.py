@@ -9,10 +9,13 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.blackbox.support import register
 from tests.conftest import Server
 from tests.scaleout.test_instances import WorkerConnection, _children
+
+pytestmark = pytest.mark.subprocess  # workers of one server (processes) sharing the local bus
 
 SLOW_POLL = {"revocation_poll_interval": 1.0}
 
