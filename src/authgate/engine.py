@@ -123,7 +123,9 @@ class Engine:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self, *, migrate: bool = True) -> None:
+    async def start(self, *, migrate: bool = True, redis_required: bool = True) -> None:
+        """``redis_required=False`` (the CLI): an unreachable Redis is a warning, not a
+        failure — what a command revokes is in the database log, which every server reads."""
         if self._started:
             return
         if migrate:
@@ -134,7 +136,13 @@ class Engine:
         await self.hasher.dummy_hash()
         await self.hot.start(self.settings.access_token_ttl)
         if self.redis is not None:
-            await self.redis.start()
+            try:
+                await self.redis.start()
+            except BackendUnavailable as exc:
+                if redis_required:
+                    raise
+                log.warning("%s: going on without it (servers read the database log)",
+                            exc.detail)
         if self.socket_bus is not None:
             self.socket_bus.start()
         if self.notify_bus is not None:

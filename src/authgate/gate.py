@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from authgate.core.grants import Grants
     from authgate.core.sessions import Sessions
     from authgate.core.users import Users
+    from authgate.keys import KeyRing
+    from authgate.store.audit import AuditRecords
 
 Dependency = Callable[..., Awaitable[Principal]]
 
@@ -62,12 +64,26 @@ class AuthGate:
             yield
 
     async def __aenter__(self) -> AuthGate:
-        """``async with AuthGate(settings) as gate:`` for scripts: started, then stopped."""
-        await self.engine.start()
+        """``async with AuthGate(settings) as gate:`` for scripts and the CLI: started (a
+        start that fails half-way is undone), then stopped."""
+        await self.start()
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    async def start(self, *, redis_required: bool = True) -> None:
+        """Migrate, load keys, start the revocation watcher (what :attr:`lifespan` does); a
+        start that fails half-way is undone. ``redis_required=False`` (the CLI) goes on
+        without an unreachable Redis."""
+        try:
+            await self.engine.start(redis_required=redis_required)
+        except BaseException:
+            await self.engine.stop()
+            raise
+
+    async def stop(self) -> None:
         await self.engine.stop()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     # -- the services, for scripts and operators' tools -------------------------------------
 
@@ -85,6 +101,29 @@ class AuthGate:
     def grants(self) -> Grants:
         """Token grants (password, refresh), access-token checks, RFC 7009 revocation."""
         return self.engine.grants
+
+    @property
+    def keys(self) -> KeyRing:
+        """The signing keys (``.encryption``: the token-encryption keys): list, rotate,
+        export."""
+        return self.engine.keys
+
+    @property
+    def audit(self) -> AuditRecords:
+        """The audit trail and the webhook outbox."""
+        return self.engine.audit
+
+    @property
+    def clock(self) -> Clock:
+        return self.engine.clock
+
+    def emit(self, event_type: str, **data: Any) -> None:
+        """Record a security event (audit trail, logs, webhooks, ``on_event``)."""
+        self.engine.events.emit(event_type, **data)
+
+    async def purge(self) -> dict[str, int]:
+        """Delete expired sessions, refresh tokens, denylist entries and old audit events."""
+        return await self.engine.purge()
 
     @cached_property
     def router(self) -> APIRouter:

@@ -191,15 +191,38 @@ def serve(env_extra: dict[str, str], tmp: Path, port: int) -> subprocess.Complet
     {"AUTHGATE_PUBLIC_URL": "not a url"},
     {"AUTHGATE_DATABASE_URL": "sqlite:////nonexistent/dir/authgate.db"},
     {"AUTHGATE_DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:1/none"},
-], ids=["ttl-not-a-number", "url", "db-dir-missing", "db-unreachable"])
+    {"AUTHGATE_REDIS_URL": "redis://:secret@127.0.0.1:1/0"},
+], ids=["ttl-not-a-number", "url", "db-dir-missing", "db-unreachable", "redis-unreachable"])
 def test_serve_bad_setting_is_one_line_and_nonzero(tmp_path: Path, env: dict[str, str]) -> None:
     done = serve(env, tmp_path, free_port())
     assert done.returncode != 0
     one_line_error(done.stderr)
     assert "secret" not in done.stderr  # credentials in a URL are not echoed
     name = next(iter(env)).removeprefix("AUTHGATE_")
-    if "DATABASE" not in name:
+    if name == "REDIS_URL":
+        assert "cannot reach Redis" in done.stderr, done.stderr
+    elif "DATABASE" not in name:
         assert name in done.stderr.upper() or name.lower() in done.stderr.lower(), done.stderr
+
+
+def test_commands_work_through_a_redis_outage(tmp_path: Path) -> None:
+    """A command changes the database, whose revocation log every server reads: an
+    unreachable Redis is one warning line, not a failed ``users disable``."""
+    env = env_for({"database_url": f"sqlite:///{tmp_path / 'a.db'}",
+                   "redis_url": "redis://127.0.0.1:1/0"})
+    name = new_name("cli")
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([AUTHGATE, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=30, input=stdin)
+
+    made = run("users", "create", name, "--password-stdin", stdin=new_password() + "\n")
+    assert made.returncode == 0, made.stderr
+    assert "cannot reach Redis" in made.stderr and "Traceback" not in made.stderr
+    assert len(made.stderr.strip().splitlines()) == 1, made.stderr
+    assert run("users", "disable", name).returncode == 0
+    assert "disabled" in next(line for line in run("users", "list").stdout.splitlines()
+                              if name in line)
 
 
 def test_serve_port_in_use_is_one_line_and_nonzero(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What every command shares: settings, the engine for one job, one-line failures."""
+"""What every command shares: settings, a started gate for one job, one-line failures."""
 
 from __future__ import annotations
 
@@ -35,28 +35,30 @@ def test_clock() -> Clock | None:
     """TEST-ONLY: the test harness's moved clock, when ``AUTHGATE_TEST_CLOCK_FILE`` names an
     offset file (see :class:`OffsetFileClock`), else None (the real time). Deliberately not a
     setting: no configuration file or ``Settings(...)`` can move a deployment's time; the
-    server (every worker) and the CLI's one-shot engine read it here and inject the clock."""
+    server (every worker) and the CLI's one-shot gate read it here and inject the clock."""
     import os
 
     path = os.environ.get(TEST_CLOCK_FILE)
     return OffsetFileClock(Path(path)) if path else None
 
 
-def _run(config: str | None, job: Callable[[Any], Awaitable[T]]) -> T:
-    """Open the engine (migrating the database), run ``job(engine)``, close it."""
-    from authgate.engine import Engine
+def _run(config: str | None, job: Callable[[Any], Awaitable[T]], *,
+         redis_required: bool = False) -> T:
+    """Run ``job(gate)`` on a started :class:`~authgate.AuthGate` (the database migrated,
+    keys loaded, revocations published to the running servers), then stop it. The gate is
+    what every command uses: its public services only. A command works through a Redis
+    outage (``redis_required``: ``serve``'s check does not)."""
+    from authgate.gate import AuthGate
 
     settings = _settings(config)
 
     async def main() -> T:
-        engine = Engine(settings, clock=test_clock())
+        gate = AuthGate(settings, clock=test_clock())
+        await gate.start(redis_required=redis_required)
         try:
-            await engine.db.migrate()
-            await engine.keys.load(engine.clock.now())
-            return await job(engine)
+            return await job(gate)
         finally:
-            await engine.events.flush()  # what the command did goes into the audit trail
-            await engine.db.close()
+            await gate.stop()
 
     try:
         return asyncio.run(main())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import click
 
 from authgate.cli.base import _run, _settings, _when, config_option, fail, main
 from authgate.errors import AuthGateError
+
+T = TypeVar("T")
 
 
 @main.command()
@@ -21,9 +24,8 @@ def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
     """Apply pending database migrations (or list / print them)."""
     from authgate.store.db import Database
 
+    settings = _settings(config)
     if dry_run or as_sql:
-        settings = _settings(config)
-
         async def inspect() -> tuple[list[Any], Any]:
             db = Database(settings.database_url)
             try:
@@ -31,11 +33,7 @@ def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
             finally:
                 await db.close()
 
-        try:
-            pending, dialect = asyncio.run(inspect())
-        except AuthGateError as exc:
-            fail(exc.detail)
-            return
+        pending, dialect = _db_job(inspect)
         for step in pending:
             if as_sql:
                 click.echo(f"-- migration {step.version}: {step.summary}")
@@ -48,11 +46,23 @@ def migrate(dry_run: bool, as_sql: bool, config: str | None) -> None:
         click.echo(f"{len(pending)} pending migration(s)", err=True)
         return
 
-    async def job(engine: Any) -> int:
-        return int(await engine.db.migrate())
+    async def apply() -> None:  # the database only: migrating needs no Redis
+        db = Database(settings.database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
 
-    _run(config, job)
+    _db_job(apply)
     click.echo("database is up to date")
+
+
+def _db_job(job: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(job())
+    except AuthGateError as exc:
+        fail(exc.detail)
+        raise
 
 
 @main.group()
@@ -64,11 +74,11 @@ def keys() -> None:
 @config_option
 def keys_list(config: str | None) -> None:
     """List signing keys (public part only)."""
-    async def job(engine: Any) -> Any:
-        now = engine.clock.now()
-        enc = engine.keys.encryption
+    async def job(gate: Any) -> Any:
+        now = gate.clock.now()
+        enc = gate.keys.encryption
         encrypting = enc.encrypter(now).kid if enc.keys else None
-        return (list(engine.keys.keys.values()), engine.keys.signer(now).kid, now,
+        return (list(gate.keys.keys.values()), gate.keys.signer(now).kid, now,
                 list(enc.keys.values()), encrypting)
 
     found, signing, now, enc_keys, encrypting = _run(config, job)
@@ -110,11 +120,11 @@ def _key_state(current: bool, starts: float, retired: float | None, now: float,
 @config_option
 def keys_rotate(publish_ahead: int, encryption: bool, config: str | None) -> None:
     """Add a new signing key; the old one keeps verifying until its tokens expire."""
-    async def job(engine: Any) -> str:
-        ring = engine.keys.encryption if encryption else engine.keys
-        kid = str(await ring.rotate(engine.clock.now(), publish_ahead,
-                                    engine.settings.access_token_ttl))
-        engine.events.emit("key.rotated", actor="operator", kid=kid,
+    async def job(gate: Any) -> str:
+        ring = gate.keys.encryption if encryption else gate.keys
+        kid = str(await ring.rotate(gate.clock.now(), publish_ahead,
+                                    gate.settings.access_token_ttl))
+        gate.emit("key.rotated", actor="operator", kid=kid,
                            signs_in=publish_ahead, use="enc" if encryption else "sig")
         return kid
 
@@ -134,9 +144,9 @@ def keys_rotate(publish_ahead: int, encryption: bool, config: str | None) -> Non
 def keys_export_decryption_key(kid: str | None, config: str | None) -> None:
     """Print a token-encryption private key as a JWK, for a resource server that must read
     encrypted tokens itself."""
-    async def job(engine: Any) -> dict[str, Any]:
-        jwk = dict(engine.keys.encryption.export(kid, engine.clock.now()))
-        engine.events.emit("key.exported", actor="operator", kid=jwk["kid"])
+    async def job(gate: Any) -> dict[str, Any]:
+        jwk = dict(gate.keys.encryption.export(kid, gate.clock.now()))
+        gate.emit("key.exported", actor="operator", kid=jwk["kid"])
         return jwk
 
     jwk = _run(config, job)
@@ -155,8 +165,8 @@ def sessions() -> None:
 @config_option
 def sessions_purge(config: str | None) -> None:
     """Delete expired sessions, refresh tokens and denylist entries."""
-    async def job(engine: Any) -> dict[str, int]:
-        return dict(await engine.purge())
+    async def job(gate: Any) -> dict[str, int]:
+        return dict(await gate.purge())
 
     counts = _run(config, job)
     click.echo(", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()) + " purged")

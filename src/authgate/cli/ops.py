@@ -129,14 +129,14 @@ def audit_list(username: str | None, since: str | None, limit: int, as_json: boo
     """Security events, oldest first."""
     since_ts = _parse_time(since) if since else None
 
-    async def job(engine: Any) -> Any:
+    async def job(gate: Any) -> Any:
         user_id = None
         if username is not None:
-            user = await engine.users.user_by_name(username)
+            user = await gate.users.user_by_name(username)
             if user is None:
                 raise AuthGateError(f"no user named {username!r}")
             user_id = user.id
-        return await engine.audit.list_events(user_id=user_id, since=since_ts, limit=limit)
+        return await gate.audit.list_events(user_id=user_id, since=since_ts, limit=limit)
 
     for event in _run(config, job):
         if as_json:
@@ -164,8 +164,8 @@ def webhooks() -> None:
 @config_option
 def webhooks_pending(config: str | None) -> None:
     """Deliveries not yet accepted by the receiver."""
-    async def job(engine: Any) -> Any:
-        return await engine.audit.pending()
+    async def job(gate: Any) -> Any:
+        return await gate.audit.pending()
 
     rows = _run(config, job)
     for row in rows:

@@ -54,7 +54,7 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
         log.warning("PUBLIC_URL is %s but the server listens on %s and TRUSTED_PROXIES is "
                     "empty: browsers that open %s will fail the Origin check and the login "
                     "form.", settings.server.public_origin, listening, listening)
-    _run(config, _preflight)  # database reachable and migrated, Redis reachable
+    _run(config, _preflight, redis_required=True)  # database migrated, Redis reachable
     if config:
         os.environ["AUTHGATE_CONFIG"] = os.path.abspath(config)
     log.info("authgate serving on %s (database %s, %d worker(s))", listening,
@@ -85,22 +85,10 @@ def server_app() -> Any:
     return app_factory(clock=test_clock())
 
 
-async def _preflight(engine: Any) -> None:
-    """What the server's start-up needs, checked here so that a failure is one line on
-    stderr (inside uvicorn it would be a traceback): the database (opened by ``_run``) and,
-    when configured, Redis."""
-    if engine.redis is None:
-        return
-    from redis.exceptions import RedisError
-
-    from authgate.errors import BackendUnavailable
-
-    try:
-        await engine.redis.client.ping()
-    except (RedisError, OSError) as exc:
-        raise BackendUnavailable(f"cannot reach Redis: {exc}") from None
-    finally:
-        await engine.redis.stop()
+async def _preflight(gate: Any) -> None:
+    """What the server's start-up needs, checked before uvicorn starts so that a failure is
+    one line on stderr (inside uvicorn it would be a traceback): ``_run`` has started a gate
+    (database reachable and migrated, keys loaded, Redis reachable when configured)."""
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -36,8 +36,8 @@ def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
     """Create USERNAME."""
     password = _read_password(password_stdin)
 
-    async def job(engine: Any) -> Any:
-        return await engine.users.create_user(username, password, list(roles))
+    async def job(gate: Any) -> Any:
+        return await gate.users.create_user(username, password, list(roles))
 
     user = _run(config, job)
     click.echo(f"created user {user.username} ({user.id})")
@@ -48,8 +48,8 @@ def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
 @config_option
 def users_list(as_json: bool, config: str | None) -> None:
     """List users."""
-    async def job(engine: Any) -> Any:
-        return await engine.records.list_users()
+    async def job(gate: Any) -> Any:
+        return await gate.users.list_users()
 
     found = _run(config, job)
     if as_json:
@@ -63,11 +63,11 @@ def users_list(as_json: bool, config: str | None) -> None:
 
 def _with_user(config: str | None, username: str,
                action: Callable[[Any, Any], Awaitable[None]]) -> None:
-    async def job(engine: Any) -> None:
-        user = await engine.users.user_by_name(username)
+    async def job(gate: Any) -> None:
+        user = await gate.users.user_by_name(username)
         if user is None:
             raise AuthGateError(f"no user named {username!r}")
-        await action(engine, user)
+        await action(gate, user)
 
     _run(config, job)
 
@@ -77,7 +77,7 @@ def _with_user(config: str | None, username: str,
 @config_option
 def users_disable(username: str, config: str | None) -> None:
     """Disable USERNAME and end every session and token of theirs."""
-    _with_user(config, username, lambda e, u: e.users.set_disabled(u, True))
+    _with_user(config, username, lambda g, u: g.users.set_disabled(u, True))
     click.echo(f"disabled {username}")
 
 
@@ -86,7 +86,7 @@ def users_disable(username: str, config: str | None) -> None:
 @config_option
 def users_enable(username: str, config: str | None) -> None:
     """Enable USERNAME again."""
-    _with_user(config, username, lambda e, u: e.users.set_disabled(u, False))
+    _with_user(config, username, lambda g, u: g.users.set_disabled(u, False))
     click.echo(f"enabled {username}")
 
 
@@ -97,7 +97,7 @@ def users_enable(username: str, config: str | None) -> None:
 def users_set_password(username: str, password_stdin: bool, config: str | None) -> None:
     """Set USERNAME's password; their sessions and token families end."""
     password = _read_password(password_stdin)
-    _with_user(config, username, lambda e, u: e.users.set_password(u, password))
+    _with_user(config, username, lambda g, u: g.users.set_password(u, password))
     click.echo(f"password set for {username}")
 
 
@@ -108,5 +108,5 @@ def users_set_password(username: str, password_stdin: bool, config: str | None) 
 @config_option
 def users_roles(username: str, roles: tuple[str, ...], config: str | None) -> None:
     """Set USERNAME's roles to exactly these; their access tokens issued before end."""
-    _with_user(config, username, lambda e, u: e.users.set_roles(u, list(roles)))
+    _with_user(config, username, lambda g, u: g.users.set_roles(u, list(roles)))
     click.echo(f"roles of {username}: {', '.join(dict.fromkeys(roles)) or '(none)'}")

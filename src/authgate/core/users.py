@@ -63,6 +63,9 @@ class Users:
             self.hot.users.put(user_id, user)
         return user
 
+    async def list_users(self) -> list[User]:
+        return await self.records.list_users()
+
     async def user_by_name(self, username: str) -> User | None:
         found = await self.records.user_with_hash(username)
         return found[0] if found else None
