@@ -35,7 +35,6 @@ from starlette.routing import Mount, Route
 from authgate import AuthGate, Principal, Settings
 from authgate.errors import AuthGateError, InsufficientScope
 from authgate.middleware import AuthGateMiddleware
-from authgate.web.authn import authenticate
 
 SCOPE = "reports:read"
 gate = AuthGate(Settings(database_url=os.environ.get("AUTHGATE_DATABASE_URL",
@@ -63,7 +62,7 @@ def _chain(via: str, scopes: tuple[str, ...] = ()) -> Any:
 
     async def check(request: Request) -> Principal:
         try:
-            principal = await authenticate(gate.engine, request, via)  # type: ignore[arg-type]
+            principal = await gate.authenticate(request, via)
             missing = [x for x in scopes if x not in principal.scopes]
             if missing:
                 raise InsufficientScope(f"requires scope: {' '.join(missing)}")

@@ -73,10 +73,9 @@ async def timed(app: Any, path: str, headers: dict[str, str], n: int) -> float:
 async def main(n: int, rounds: int) -> None:
     gate = ea.gate
     async with gate.lifespan():
-        engine = gate.engine
-        await engine.users.create_user("alice", "correct horse battery staple!", ["reports:read"])
-        value, _, _ = await engine.sessions.login("alice", "correct horse battery staple!")
-        pair = await engine.grants.password_grant("alice", "correct horse battery staple!")
+        await gate.users.create_user("alice", "correct horse battery staple!", ["reports:read"])
+        value, _, _ = await gate.sessions.login("alice", "correct horse battery staple!")
+        pair = await gate.grants.password_grant("alice", "correct horse battery staple!")
         cookie = {"Cookie": f"{gate.settings.session_cookie}={value}"}
         bearer = {"Authorization": f"Bearer {pair.access_token}"}
         cases = [

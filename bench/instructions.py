@@ -56,17 +56,15 @@ async def call(app: Any, method: str, path: str, headers: dict[str, str],
 async def run(n: int, kind: str) -> None:
     import orjson
 
-    from authgate.engine import Engine
+    from authgate import AuthGate
     from authgate.settings import Settings
     from authgate.web.app import create_server_app
 
     workdir = Path(tempfile.mkdtemp(prefix="authgate-instr-"))
     settings = Settings(database_url=f"sqlite:///{workdir / 'instr.db'}",
                         public_url="https://auth.example", session_touch_interval=10**9)
-    admin = Engine(settings)
-    await admin.start()
-    await getattr(admin, "users", admin).create_user("alice", PASSWORD)  # (older commits)
-    await admin.stop()
+    async with AuthGate(settings) as admin:
+        await admin.users.create_user("alice", PASSWORD)
 
     app = create_server_app(settings)
     started, stop = asyncio.Event(), asyncio.Event()

@@ -16,26 +16,22 @@ import sys
 import time
 from pathlib import Path
 
-from authgate.engine import Engine
+from authgate import AuthGate
 from authgate.settings import Settings
 
 
 async def make(database_url: str, count: int, out: Path, username: str) -> float:
-    engine = Engine(Settings(database_url=database_url))
-    await engine.start()
-    try:
-        user = await engine.users.user_by_name(username)
+    async with AuthGate(Settings(database_url=database_url)) as gate:
+        user = await gate.users.user_by_name(username)
         if user is None:
             raise SystemExit(f"no user {username!r} in {database_url}")
         start = time.perf_counter()
         with out.open("w") as fh:
             for _ in range(count):
-                value, _rec = await engine.sessions.start_session(user, False, "127.0.0.1",
-                                                        "authgate-bench")
+                value, _rec = await gate.sessions.start_session(user, False, "127.0.0.1",
+                                                                "authgate-bench")
                 fh.write(value + "\n")
         return time.perf_counter() - start
-    finally:
-        await engine.stop()
 
 
 def main() -> None:

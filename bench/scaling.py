@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/scaling.py [--max-sessions 1000000] [--budget 300] [--sample 1000]
 
-In process, through the engine API (``Engine.session_principal``, ``Engine.token_principal``),
+In process, through the services (``gate.sessions.session_principal``,
+``gate.grants.token_principal``; the hot-state rows read the engine's internals on purpose),
 on SQLite alone and on Redis (+ the same SQLite file behind it). Session rows are inserted
 directly with SQLAlchemy into the ``sessions`` table (``token_hash`` = SHA-256 hex of a random
 43-character value kept for the lookups) -- ``Engine.login`` would spend 30 ms of Argon2id
@@ -44,6 +45,7 @@ import benchlib as bl
 import orjson
 import sqlalchemy as sa
 
+from authgate import AuthGate
 from authgate.engine import Engine
 from authgate.models import SessionRecord
 from authgate.settings import Settings
@@ -168,17 +170,13 @@ async def timed(call: Callable[[str], Awaitable[object]], args: list[str]) -> li
 
 
 async def measure_sessions(store: Store, redis: bool, sample: int) -> dict[str, Any]:
-    engine = Engine(store.settings(redis))
-    await engine.start(migrate=False)
-    try:
+    async with AuthGate(store.settings(redis)) as gate:
         values = random.sample(store.values, min(sample, len(store.values)))
-        cold = await timed(engine.session_principal, values)
+        cold = await timed(gate.sessions.session_principal, values)
         warm: list[int] = []
         for _ in range(3):
-            warm += await timed(engine.session_principal, values)
+            warm += await timed(gate.sessions.session_principal, values)
         return {"cold": Timing.of(cold).__dict__, "warm": Timing.of(warm).__dict__}
-    finally:
-        await engine.stop()
 
 
 async def measure_tokens(store: Store, redis: bool, sample: int) -> dict[str, Any]:
@@ -191,10 +189,10 @@ async def measure_tokens(store: Store, redis: bool, sample: int) -> dict[str, An
         tokens = [engine.tokens.issue(sub=store.user_id, scope="", roles=[],
                                       family_id=uuid.uuid4().hex, now=now)[0]
                   for _ in range(sample)]
-        cold = await timed(engine.token_principal, tokens)
+        cold = await timed(engine.grants.token_principal, tokens)
         warm: list[int] = []
         for _ in range(3):
-            warm += await timed(engine.token_principal, tokens)
+            warm += await timed(engine.grants.token_principal, tokens)
         housekeep = []
         for _ in range(20):
             begin = time.perf_counter_ns()
@@ -230,8 +228,8 @@ async def cache_churn(store: Store, probe: int = 500, every: int = 1000) -> dict
         for start in range(0, len(others), every):
             batch = others[start:start + every]
             for i in range(0, len(batch), 50):  # < redis-py's 100-connection pool
-                lookups = (engine.sessions.session_principal(v) for v in batch[i:i + 50])
-                await asyncio.gather(*lookups)
+                await asyncio.gather(*(engine.sessions.session_principal(v)
+                                       for v in batch[i:i + 50]))
             for v, key in zip(in_use, keys, strict=True):
                 cached = key in engine.hot.sessions
                 begin = time.perf_counter_ns()
@@ -288,7 +286,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
                    marker="^", color=colors[backend, "housekeep"],
                    label=f"{backend} housekeeping per poll (blocks the loop)")
     left.set(xscale="log", yscale="log", xlabel="live sessions (rows)",
-             ylabel="µs per engine.session_principal",
+             ylabel="µs per engine.sessions.session_principal",
              title="session lookup vs live sessions")
     right.set(xscale="log", yscale="log", xlabel="denied jti (0 drawn at 100)",
               ylabel="µs", title="token check and housekeeping vs denied jti")
@@ -308,7 +306,7 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
              f"**{result['max_sessions']:,} live sessions** (inserting took "
              f"{result['insert_s']:.0f} s of the {result['budget']} s budget"
              + (", stopped by the budget" if result["stopped_by_budget"] else "") + ").", "",
-             "## Session lookup (`engine.session_principal`)", ""]
+             "## Session lookup (`engine.sessions.session_principal`)", ""]
     rows = []
     for row in result["sessions"]:
         for backend in ("sqlite", "redis"):
@@ -323,7 +321,7 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
     lines += ["", "cold = first lookup in this process: SQLite `SELECT` by `token_hash` through "
               "aiosqlite's thread, or Redis `GET` (+ JSON decode); warm = in-process cache "
               "(SHA-256 of the cookie + dict look-ups + building the principal).", "",
-              "## Token check (`engine.token_principal`) vs denied `jti`", ""]
+              "## Token check (`engine.grants.token_principal`) vs denied `jti`", ""]
     rows = []
     for row in result["tokens"]:
         for backend in ("sqlite", "redis"):
