@@ -180,10 +180,48 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="run every server on the subprocess layer (to compare the layers)")
 
 
+#: In-process tests that still take seconds (they drive the real CLI, run mypy, fuzz, or
+#: count a throttle up): in the full run, not in the fast layer. Measured with --durations.
+SLOW_TESTS = frozenset(f"tests/{name}" for name in (
+    "tokens/test_token_encryption.py::test_rotation_with_overlap",
+    "tokens/test_token_encryption.py::test_encryption_off_reads_tokens_issued_while_it_was_on",
+    "tokens/test_token_encryption.py::test_export_decryption_key_prints_the_private_jwk_with_a_warning",
+    "tokens/test_token_encryption.py::test_token_is_a_compact_jwe_with_the_contract_header",
+    "tokens/test_token_flow.py::test_role_scopes_string_form_no_traceback",
+    "tokens/test_token_flow.py::test_jti_and_refresh_tokens_unique",
+    "tokens/test_token_flow.py::test_key_rotation",
+    "tokens/test_token_flow.py::test_cli_disable_refuses_old_tokens",
+    "tokens/test_token_flow.py::test_cli_set_password_refuses_old_tokens",
+    "tokens/test_vectors.py::test_validly_signed_arbitrary_claims",
+    "tokens/test_vectors.py::test_peek_header_and_verify_arbitrary_json",
+    "tokens/test_vectors.py::test_strict_json_arbitrary_text",
+    "hardening/test_fuzz_openapi.py::test_fuzz_openapi_junk_bodies",
+    "hardening/test_fuzz_openapi.py::test_fuzz_openapi_no_server_error",
+    "hardening/test_throttle_hardening.py::test_h05_device_cookie_bypasses_the_lock_only_for_its_owner",
+    "library/test_typing.py::test_user_app_passes_mypy_strict",
+    "blackbox/test_audit_webhooks.py::test_a_scripted_sequence_is_in_the_audit_trail_in_order",
+    "blackbox/test_audit_webhooks.py::test_webhooks_are_signed_and_survive_a_receiver_outage",
+    "blackbox/test_audit_webhooks.py::test_key_rotation_is_audited",
+    "blackbox/test_login_throttle.py::test_authn_07_per_ip_limit_cannot_be_dodged_with_x_forwarded_for",
+    "blackbox/test_login_throttle.py::test_authn_07_trusted_proxy_x_forwarded_for_is_the_client",
+    "blackbox/test_login_throttle.py::test_authn_02_no_gross_timing_difference",
+    "blackbox/test_bad_input.py::test_sess_10_garbage_session_cookie_is_401",
+    "blackbox/test_operations.py::test_config_check_reports_each_unreachable_backend",
+    "web/test_parsing.py::test_a_json_object_reads_back",
+    "web/test_parsing.py::test_a_json_key_given_twice_is_always_refused",
+    "test_advisories.py::test_jwe_positive_control_issued_and_forged",
+    "unit/test_engine.py::test_engine_imports_no_web_framework",
+))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test not marked ``subprocess`` is in the fast layer (``-m fast``)."""
+    """The fast layer (``-m fast``, ``scripts/test.sh --fast``): in-process tests on SQLite
+    that take well under a second. Not in it: tests marked ``subprocess``, the PostgreSQL and
+    Redis runs of a test (each makes a database of its own), and :data:`SLOW_TESTS`."""
     for item in items:
-        if item.get_closest_marker("subprocess") is None:
+        base, _, params = item.nodeid.partition("[")
+        if (item.get_closest_marker("subprocess") is None and base not in SLOW_TESTS
+                and "postgres" not in params and "redis" not in params):
             item.add_marker(pytest.mark.fast)
 
 

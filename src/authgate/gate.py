@@ -80,6 +80,7 @@ class AuthGate:
             raise
 
     async def stop(self) -> None:
+        """Stop the background tasks and close the connections."""
         await self.engine.stop()
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -115,6 +116,7 @@ class AuthGate:
 
     @property
     def clock(self) -> Clock:
+        """The clock every service reads (the one given to the constructor, or real time)."""
         return self.engine.clock
 
     def emit(self, event_type: str, **data: Any) -> None:
