@@ -83,9 +83,9 @@ class Engine:
         self.notify_bus: PgNotifyBus | None = None
         delay = self.metrics.revocation_delay.observe
         if self.db.sqlite_path is not None:
-            self.socket_bus = SocketBus(self.db.sqlite_path, self.hot.apply, delay)
+            self.socket_bus = SocketBus(self.db.sqlite_path, self.hot.receive, delay)
         elif not self.db.is_sqlite:
-            self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.apply, delay)
+            self.notify_bus = PgNotifyBus(self.db.driver_url, self.hot.receive, delay)
         self.redis: RedisBackend | None = None
         if settings.redis_url:
             from authgate.store.redis_backend import RedisBackend

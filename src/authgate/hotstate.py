@@ -175,7 +175,7 @@ class HotState:
         for event_id, key, mark in events:
             if event_id not in seen:  # a row read again while its neighbours settle
                 seen[event_id] = mark
-                self.apply(key)
+                self.receive(key)
         if cursor != self._cursor:
             self._cursor = cursor
             self._seen = {i: m for i, m in seen.items() if m >= cursor}
@@ -220,12 +220,16 @@ class HotState:
 
     # -- events ---------------------------------------------------------------------------
 
-    def apply(self, key: str) -> None:
-        """Apply one revocation: ``session:<hash>``, ``family:<id>``, ``jti:<jti>``,
-        ``user:<id>``, ``redis:<epoch>`` (:class:`Revocation`'s published form)."""
+    def receive(self, key: str) -> None:
+        """Apply one revocation in its logged and published form (``session:<hash>``,
+        ``family:<id>``, ``jti:<jti>``, ``user:<id>``, ``redis:<epoch>``); what no
+        :class:`Revocation` reads is ignored."""
         event = Revocation.parse(key)
-        if event is None:
-            return
+        if event is not None:
+            self.apply(event)
+
+    def apply(self, event: Revocation) -> None:
+        """Stop trusting what ``event`` names, in this process, now."""
         kind, value = event.kind, event.value
         now = self.clock.now()
         self.generation += 1

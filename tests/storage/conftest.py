@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from authgate.clock import ManualClock
+from authgate.models import Revocation
 from authgate.store.db import Database
 from authgate.store.db_throttle import DbThrottle
 from authgate.store.pg_notify_bus import PgNotifyBus
@@ -128,10 +129,11 @@ class Buses:
     async def announce(self, instance: Instance, keys: list[str]) -> None:
         """What the engine does with a revocation: log it (in the change's transaction),
         then publish it."""
+        events = [e for e in map(Revocation.parse, keys) if e is not None]
         if self.db is not None:
             async with self.db.write() as conn:
-                await log_revocations(self.db, conn, keys, self.clock.now())
-        await instance.bus.publish(keys)
+                await log_revocations(self.db, conn, events, self.clock.now())
+        await instance.bus.publish(events)
 
     async def connected(self, sender: Instance, *receivers: Instance) -> None:
         """Wait until ``receivers`` hear ``sender`` (listening starts in the background)."""

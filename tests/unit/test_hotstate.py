@@ -19,16 +19,16 @@ def test_revocations_are_kept_until_due_and_then_forgotten() -> None:
     clock = ManualClock(1000.0)
     hot = HotState(records=None, clock=clock)  # type: ignore[arg-type]
     hot.family_ttl = 60
-    hot.apply("family:f1")
-    hot.apply("jti:j1")
+    hot.receive("family:f1")
+    hot.receive("jti:j1")
     clock.advance(30)
-    hot.apply("family:f2")
+    hot.receive("family:f2")
     hot._housekeep()
     assert set(hot.revoked_families) == {"f1", "f2"} and "j1" in hot.denied_jtis
     clock.advance(31)  # f1 and j1 are due, f2 is not
     hot._housekeep()
     assert set(hot.revoked_families) == {"f2"} and hot.denied_jtis == {}
-    hot.apply("family:f2")  # re-revoked later: kept until the later expiry
+    hot.receive("family:f2")  # re-revoked later: kept until the later expiry
     clock.advance(30)
     hot._housekeep()
     assert "f2" in hot.revoked_families

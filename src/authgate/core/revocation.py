@@ -28,22 +28,22 @@ class Revocations:
     socket_bus: SocketBus | None
     redis: RedisBackend | None
 
-    async def publish(self, events: Iterable[str | Revocation]) -> None:
+    async def publish(self, events: Iterable[Revocation]) -> None:
         """Apply ``events`` (already logged by the store) here, and tell the others."""
-        keys = [str(event) for event in events]
-        if not keys:
+        events = list(events)
+        if not events:
             return
-        for key in keys:
-            self.hot.apply(key)
+        for event in events:
+            self.hot.apply(event)
         if self.socket_bus is not None:
-            self.socket_bus.publish(keys)  # PostgreSQL: pg_notify went with the log rows
+            self.socket_bus.publish(events)  # PostgreSQL: pg_notify went with the log rows
         if self.redis is not None:
-            await self.redis.publish(keys)
+            await self.redis.publish(events)
 
     async def access_token(self, claims: dict[str, Any], *, family: bool) -> None:
         """Deny one access token (until it expires); with ``family``, its whole family."""
         now = self.clock.now()
-        events: list[str | Revocation] = []
+        events: list[Revocation] = []
         if await self.records.deny_jti(claims["jti"],
                                        min(float(claims["exp"]), now + 86400) + 60, now):
             events.append(Revocation("jti", claims["jti"]))
@@ -55,7 +55,7 @@ class Revocations:
         """End every session, token family and access token of a user (and store
         ``user_values`` on the user in the same step: ``disabled=True``)."""
         now = self.clock.now()
-        events: list[str | Revocation] = []
+        events: list[Revocation] = []
         events += await self.records.delete_sessions(now, user_id=user_id)
         events += await self.records.revoke_families(now, user_id=user_id)
         # Whole seconds: access tokens issued in an earlier second are refused by the

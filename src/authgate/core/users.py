@@ -88,7 +88,7 @@ class Users:
         new_hash = await self.hasher.hash(password)
         now = self.clock.now()
         await self.records.update_user(user.id, password_hash=new_hash)
-        events: list[str | Revocation] = []
+        events: list[Revocation] = []
         events += await self.records.delete_sessions(now, user_id=user.id, keep=keep_session)
         events += await self.records.revoke_families(now, user_id=user.id, keep=keep_family)
         await self.revocations.publish([*events, Revocation("user", user.id)])

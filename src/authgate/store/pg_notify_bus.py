@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from authgate.models import Revocation
 from authgate.store.bus_messages import CHANNEL, DONE, Done, receive
 from authgate.tasks import cancel
 
@@ -33,8 +34,8 @@ class PgNotifyBus:
         self._task = asyncio.create_task(self._listen(), name="authgate-pg-listen")
         return DONE
 
-    def publish(self, keys: list[str]) -> Done:
-        """Nothing to do: the keys went out with the log rows, at their commit."""
+    def publish(self, events: Sequence[Revocation]) -> Done:
+        """Nothing to do: the events went out with the log rows, at their commit."""
         return DONE
 
     async def stop(self) -> None:

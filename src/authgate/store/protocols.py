@@ -21,10 +21,10 @@ makes mypy say so) and passes the contract suite in ``tests/storage/``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from authgate.models import SessionRecord, TokenFamily, User
+from authgate.models import Revocation, SessionRecord, TokenFamily, User
 
 if TYPE_CHECKING:
     from authgate.store.shared import LastSeen
@@ -57,7 +57,7 @@ class SessionStore(Protocol):
     in its own transaction and returns them."""
 
     async def insert_session(self, rec: SessionRecord, max_per_user: int | None,
-                             now: float, last_seen: LastSeen | None = None) -> list[str]: ...
+                             now: float, last_seen: LastSeen | None = None) -> list[Revocation]: ...
 
     async def get_session(self, token_hash: str) -> SessionRecord | None: ...
 
@@ -67,7 +67,7 @@ class SessionStore(Protocol):
 
     async def delete_sessions(self, now: float, *, session_id: str | None = None,
                               user_id: str | None = None, token_hash: str | None = None,
-                              keep: str | None = None) -> list[str]: ...
+                              keep: str | None = None) -> list[Revocation]: ...
 
 
 class TokenStore(Protocol):
@@ -75,7 +75,7 @@ class TokenStore(Protocol):
 
     async def create_family(self, fam: TokenFamily, refresh_hash: str, refresh_expires: float,
                             max_per_user: int | None, now: float,
-                            last_seen: LastSeen | None = None) -> list[str]: ...
+                            last_seen: LastSeen | None = None) -> list[Revocation]: ...
 
     async def rotate_refresh(self, token_hash: str, new_hash: str, now: float,
                              grace: float, idle_ttl: float | None
@@ -89,7 +89,7 @@ class TokenStore(Protocol):
 
     async def revoke_families(self, now: float, *, family_id: str | None = None,
                               user_id: str | None = None, keep: str | None = None
-                              ) -> list[str]: ...
+                              ) -> list[Revocation]: ...
 
     async def deny_jti(self, jti: str, expires_at: float, now: float) -> bool: ...
 
@@ -157,8 +157,8 @@ class RevocationBus(Protocol):
 
     def stop(self) -> Awaitable[None]: ...
 
-    def publish(self, keys: list[str]) -> Awaitable[None]:
-        """Tell the other processes; the keys are already in the revocation log."""
+    def publish(self, events: Sequence[Revocation]) -> Awaitable[None]:
+        """Tell the other processes; the events are already in the revocation log."""
         ...
 
 

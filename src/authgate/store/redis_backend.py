@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -28,7 +29,7 @@ from redis.exceptions import RedisError
 from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
 from authgate.hotstate import HotState
-from authgate.models import SessionRecord
+from authgate.models import Revocation, SessionRecord
 from authgate.store.redis_bus import RedisBus
 from authgate.store.redis_sessions import RedisSessions
 from authgate.tasks import cancel
@@ -55,7 +56,7 @@ class RedisBackend:
         self.channel = f"{prefix}:revocations"
         self.ping_interval = ping_interval
         self.sessions = RedisSessions(self.client, prefix, lambda: hot.redis_epoch)
-        self.bus = RedisBus(self.client, self.channel, hot.apply, on_error=self._went_down,
+        self.bus = RedisBus(self.client, self.channel, hot.receive, on_error=self._went_down,
                             retry_after=ping_interval)
         self._tasks: list[asyncio.Task[None]] = []
         self._down = False
@@ -79,23 +80,24 @@ class RedisBackend:
 
     # -- fan-out --------------------------------------------------------------------------
 
-    async def publish(self, keys: list[str]) -> None:
-        if not keys:
+    async def publish(self, events: Sequence[Revocation]) -> None:
+        if not events:
             return
+        ends_sessions = any(e.kind == "session" for e in events)
         try:
-            if not self._tasks and any(key.startswith("session:") for key in keys):
+            if not self._tasks and ends_sessions:
                 # Not started (the CLI): learn the epoch the servers use for tombstones.
                 self.hot.redis_epoch = max(self.hot.redis_epoch,
                                            await self.hot.records.redis_epoch())
             async with self.client.pipeline(transaction=False) as pipe:
-                self.sessions.queue_tombstones(pipe, keys)
-                self.bus.queue(pipe, keys)
+                self.sessions.queue_tombstones(pipe, events)
+                self.bus.queue(pipe, events)
                 await pipe.execute()
         except (RedisError, OSError):
             # Peers still learn it from the database log within a poll interval; this
             # process marks itself stale so it cannot promise more than it can keep.
             self._went_down()
-            if any(key.startswith("session:") for key in keys):
+            if ends_sessions:
                 # The tombstone is missing: the session entry in Redis (which may persist
                 # and come back) must not be trusted by anyone any more.
                 await self._new_epoch("a revocation could not reach Redis")
@@ -133,7 +135,7 @@ class RedisBackend:
             log.error("%s and the database is unavailable: Redis session entries stay "
                       "distrusted until both are back", why)
             return False
-        self.hot.apply(f"redis:{epoch}")
+        self.hot.apply(Revocation("redis", str(epoch)))
         log.warning("%s: Redis session cache epoch is now %d", why, epoch)
         return True
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from authgate.models import Revocation
 from authgate.store.bus_messages import receive
 from authgate.tasks import cancel
 
@@ -39,17 +40,17 @@ class RedisBus:
         await cancel(self._task)
         self._task = None
 
-    async def publish(self, keys: list[str]) -> None:
-        """Send ``keys`` to every subscriber (this process included); raises
+    async def publish(self, events: Sequence[Revocation]) -> None:
+        """Send ``events`` to every subscriber (this process included); raises
         ``RedisError``/``OSError`` when Redis cannot be reached."""
-        if keys:
+        if events:
             async with self.client.pipeline(transaction=False) as pipe:
-                self.queue(pipe, keys)
+                self.queue(pipe, events)
                 await pipe.execute()
 
-    def queue(self, pipe: Pipeline, keys: list[str]) -> None:
-        """Add the message of ``keys`` to ``pipe`` (one round trip with other writes)."""
-        pipe.publish(self.channel, "\n".join(keys))
+    def queue(self, pipe: Pipeline, events: Sequence[Revocation]) -> None:
+        """Add the message of ``events`` to ``pipe`` (one round trip with other writes)."""
+        pipe.publish(self.channel, "\n".join(str(e) for e in events))
 
     async def _listen(self) -> None:
         while True:

@@ -63,12 +63,11 @@ class RedisSessions:
         """Tombstone these sessions (raises when Redis cannot be reached: the caller must
         then disown the epoch)."""
         async with self.client.pipeline(transaction=False) as pipe:
-            self.queue_tombstones(pipe, [f"session:{h}" for h in token_hashes])
+            self.queue_tombstones(pipe, [Revocation("session", h) for h in token_hashes])
             await pipe.execute()
 
-    def queue_tombstones(self, pipe: Pipeline, keys: Iterable[str]) -> None:
-        """Add the tombstones of the ``session:<hash>`` revocation keys among ``keys``."""
-        for key in keys:
-            event = Revocation.parse(key)
-            if event is not None and event.kind == "session":
+    def queue_tombstones(self, pipe: Pipeline, events: Iterable[Revocation]) -> None:
+        """Add the tombstones of the sessions among ``events``."""
+        for event in events:
+            if event.kind == "session":
                 pipe.set(self.key(event.value), TOMBSTONE, ex=TOMBSTONE_TTL)

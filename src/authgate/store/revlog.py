@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from authgate.models import Revocation
 from authgate.store import schema as t
 from authgate.store.shared import SqlArea
 from authgate.store.signing_keys import server_secret
@@ -84,5 +85,5 @@ class RevocationLogRecords(SqlArea):
             else:
                 await conn.execute(t.server_secrets.update().where(
                     t.server_secrets.c.name == "redis_epoch").values(value=str(epoch)))
-            await self._log(conn, [f"redis:{epoch}"], now)
+            await self._log(conn, [Revocation("redis", str(epoch))], now)
         return epoch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
-from authgate.models import SessionRecord
+from authgate.models import Revocation, SessionRecord
 from authgate.store import schema as t
 from authgate.store.shared import LastSeen, SqlArea, evict, matching
 
@@ -22,7 +22,7 @@ def _session(row: RowMapping) -> SessionRecord:
 
 class SessionRecords(SqlArea):
     async def insert_session(self, rec: SessionRecord, max_per_user: int | None,
-                             now: float, last_seen: LastSeen | None = None) -> list[str]:
+                             now: float, last_seen: LastSeen | None = None) -> list[Revocation]:
         """Store ``rec``; with a cap, evict the least recently used entries (sessions and
         token families) beyond it. Returns the evicted ``(kind, key)`` revocation keys."""
         async with self.db.write() as conn:
@@ -54,7 +54,7 @@ class SessionRecords(SqlArea):
 
     async def delete_sessions(self, now: float, *, session_id: str | None = None,
                               user_id: str | None = None, token_hash: str | None = None,
-                              keep: str | None = None) -> list[str]:
+                              keep: str | None = None) -> list[Revocation]:
         """Delete the sessions that match every filter given (``keep``: a session ID spared);
         log and return their revocation keys."""
         where = matching(t.sessions, id=session_id, user_id=user_id, token_hash=token_hash,
@@ -64,7 +64,7 @@ class SessionRecords(SqlArea):
                 sa.select(t.sessions.c.token_hash).where(where))).scalars())
             if hashes:
                 await conn.execute(t.sessions.delete().where(where))
-                keys = [f"session:{h}" for h in hashes]
+                keys = [Revocation("session", h) for h in hashes]
                 await self._log(conn, keys, now)
                 return keys
         return []

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from authgate.models import Revocation
 from authgate.store import schema as t
 from authgate.store.bus_messages import CHANNEL, batches
 from authgate.store.db import Database
@@ -23,18 +24,19 @@ class SqlArea:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def _log(self, conn: AsyncConnection, keys: Sequence[str], now: float) -> None:
-        await log_revocations(self.db, conn, keys, now)
+    async def _log(self, conn: AsyncConnection, events: Sequence[Revocation],
+                   now: float) -> None:
+        await log_revocations(self.db, conn, events, now)
 
 
-async def log_revocations(db: Database, conn: AsyncConnection, keys: Sequence[str],
+async def log_revocations(db: Database, conn: AsyncConnection, events: Sequence[Revocation],
                           now: float) -> None:
-    """Append ``keys`` (``kind:key``) to the revocation log in the caller's transaction."""
-    if keys:
+    """Append ``events`` to the revocation log in the caller's transaction."""
+    if events:
         await conn.execute(t.revocations.insert(), [
-            {"kind": k.split(":", 1)[0], "key": k.split(":", 1)[1], "at": now} for k in keys])
+            {"kind": e.kind, "key": e.value, "at": now} for e in events])
         if not db.is_sqlite:  # delivered at commit to every LISTENing process
-            for payload in batches(list(keys), 7000):
+            for payload in batches([str(e) for e in events], 7000):
                 await conn.execute(sa.select(sa.func.pg_notify(CHANNEL, payload)))
 
 
@@ -46,7 +48,7 @@ async def revoke_family(conn: AsyncConnection, family_id: str, now: float) -> No
 
 
 async def evict(db: Database, conn: AsyncConnection, user_id: str, cap: int | None,
-                now: float, last_seen: LastSeen | None = None) -> list[str]:
+                now: float, last_seen: LastSeen | None = None) -> list[Revocation]:
     """Keep at most ``cap`` entries (sessions and live token families) of ``user_id``, least
     recently used first out; log and return the evicted revocation keys. A session's stored
     last_seen_at is written at most every touch interval; ``last_seen`` (token hash → the
@@ -64,14 +66,14 @@ async def evict(db: Database, conn: AsyncConnection, user_id: str, cap: int | No
                 "session", r.id, r.token_hash) for r in sess]
     entries += [(r.last_seen_at, "family", r.id, r.id) for r in fams]
     entries.sort(key=lambda e: e[0])
-    evicted: list[str] = []
+    evicted: list[Revocation] = []
     for _, kind, row_id, key in entries[: max(0, len(entries) - cap)]:
         if kind == "session":
             await conn.execute(t.sessions.delete().where(t.sessions.c.id == row_id))
-            evicted.append(f"session:{key}")
+            evicted.append(Revocation("session", key))
         else:
             await revoke_family(conn, row_id, now)
-            evicted.append(f"family:{key}")
+            evicted.append(Revocation("family", key))
     await log_revocations(db, conn, evicted, now)
     return evicted
 

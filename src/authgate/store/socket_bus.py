@@ -16,9 +16,10 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from authgate.models import Revocation
 from authgate.store.bus_messages import DONE, Done, batches, receive
 
 log = logging.getLogger("authgate")
@@ -64,12 +65,12 @@ class SocketBus:
                 return
             receive(data.decode("utf-8", "replace"), self.apply, self.delay)
 
-    def publish(self, keys: list[str]) -> Done:
+    def publish(self, events: Sequence[Revocation]) -> Done:
         """Tell every other process on this database (no waiting: a full or dead peer is
         skipped; the log reaches it anyway)."""
-        if not keys or not self.dir.is_dir():
+        if not events or not self.dir.is_dir():
             return DONE
-        payloads = [b.encode() for b in batches(keys, MAX_DATAGRAM)]
+        payloads = [b.encode() for b in batches([str(e) for e in events], MAX_DATAGRAM)]
         sender = self.sock or socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             for entry in os.scandir(self.dir):

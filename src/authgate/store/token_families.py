@@ -9,7 +9,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from authgate.models import TokenFamily
+from authgate.models import Revocation, TokenFamily
 from authgate.store import schema as t
 from authgate.store.shared import LastSeen, SqlArea, evict, matching, revoke_family
 
@@ -28,7 +28,7 @@ def _family(row: RowMapping) -> TokenFamily:
 class TokenRecords(SqlArea):
     async def create_family(self, fam: TokenFamily, refresh_hash: str, refresh_expires: float,
                             max_per_user: int | None, now: float,
-                            last_seen: LastSeen | None = None) -> list[str]:
+                            last_seen: LastSeen | None = None) -> list[Revocation]:
         async with self.db.write() as conn:
             await conn.execute(t.token_families.insert().values(
                 id=fam.id, user_id=fam.user_id, scope=fam.scope, created_at=fam.created_at,
@@ -80,7 +80,7 @@ class TokenRecords(SqlArea):
                     ).first() is not None
                 if grace <= 0 or now - used_at > grace or child_used:
                     await self._revoke_family(conn, fam.id, now)
-                    await self._log(conn, [f"family:{fam.id}"], now)
+                    await self._log(conn, [Revocation("family", fam.id)], now)
                     return "reuse", fam
                 # A replay within the grace window gets a sibling of the token the first
                 # use got; whichever sibling is used first wins (below).
@@ -119,7 +119,8 @@ class TokenRecords(SqlArea):
         return [_family(r) for r in rows]
 
     async def revoke_families(self, now: float, *, family_id: str | None = None,
-                              user_id: str | None = None, keep: str | None = None) -> list[str]:
+                              user_id: str | None = None, keep: str | None = None
+                              ) -> list[Revocation]:
         """Revoke the live token families that match every filter given (``keep``: a family
         ID spared); log and return their revocation keys."""
         where = matching(t.token_families, id=family_id, user_id=user_id, keep=keep)
@@ -128,7 +129,7 @@ class TokenRecords(SqlArea):
                 where, t.token_families.c.revoked_at.is_(None)))).scalars())
             for fid in ids:
                 await self._revoke_family(conn, fid, now)
-            keys = [f"family:{fid}" for fid in ids]
+            keys = [Revocation("family", fid) for fid in ids]
             await self._log(conn, keys, now)
         return keys
 
@@ -151,7 +152,7 @@ class TokenRecords(SqlArea):
                                        .on_conflict_do_nothing(index_elements=["jti"]))
             if added.rowcount != 1:
                 return False
-            await self._log(conn, [f"jti:{jti}"], now)
+            await self._log(conn, [Revocation("jti", jti)], now)
         return True
 
     async def denied_jtis(self, now: float) -> list[tuple[str, float]]:

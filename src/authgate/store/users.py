@@ -12,7 +12,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from authgate.errors import UsernameTaken
-from authgate.models import User
+from authgate.models import Revocation, User
 from authgate.store import schema as t
 from authgate.store.shared import SqlArea
 
@@ -102,4 +102,4 @@ class UserRecords(SqlArea):
         async with self.db.write() as conn:
             await conn.execute(t.users.update().where(t.users.c.id == user_id).values(
                 tokens_valid_after=at, **_columns(values)))
-            await self._log(conn, [f"user:{user_id}"], at)
+            await self._log(conn, [Revocation("user", user_id)], at)
