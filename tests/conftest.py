@@ -8,6 +8,7 @@ exactly as an operator would; the clock file as the test-only ``AUTHGATE_TEST_CL
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -75,6 +76,7 @@ class Server:
         self.workers = workers
         self.log_path = workdir / f"server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._decryption_keys: dict[str, Any] = {}
 
     @property
     def env(self) -> dict[str, str]:
@@ -136,6 +138,26 @@ class Server:
         return subprocess.run([AUTHGATE, *args], cwd=self.workdir, env=self.env, input=input,
                               capture_output=True, text=True, timeout=60)
 
+    def signed_token(self, token: str) -> str:
+        """The signed JWT of an access token: ``token`` itself, or, for a nested JWT
+        (``TOKEN_ENCRYPTION=true``), what it decrypts to with the key that ``keys
+        export-decryption-key`` exports (as a resource server would); keys cached by kid."""
+        if token.count(".") != 4:
+            return token
+        from joserfc import jwe
+        from joserfc.jwk import ECKey
+
+        from tests.tokens.forge import b64u_decode
+
+        kid = json.loads(b64u_decode(token.split(".")[0]))["kid"]
+        if kid not in self._decryption_keys:
+            done = self.cli("keys", "export-decryption-key", "--kid", kid)
+            assert done.returncode == 0, done.stderr
+            self._decryption_keys[kid] = ECKey.import_key(json.loads(done.stdout))
+        plain = jwe.decrypt_compact(token, self._decryption_keys[kid],
+                                    algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext
+        return (plain or b"").decode("ascii")
+
     def new_user(self, prefix: str = "user", password: str | None = None,
                  roles: tuple[str, ...] = ()) -> tuple[str, str]:
         """Create a user with the CLI; returns (username, password)."""
@@ -151,12 +173,20 @@ class Server:
 #: The backends the contract suite runs on. A test module opts in to all of them with
 #: ``ALL_BACKENDS = True``: its ``server`` is then started once per backend.
 CONTRACT_BACKENDS = ("sqlite", "postgresql+redis")
+#: SQLite with ``TOKEN_ENCRYPTION=true`` (nested JWTs). Only the contract modules that deal
+#: with access tokens run on it too, opting in with ``ENCRYPTED_BACKEND = True`` beside
+#: ``ALL_BACKENDS`` (the session-only modules never see an access token; NOTES-jwe2.md has
+#: the timings). Tests read claims through ``Server.signed_token``.
+ENCRYPTED_CONTRACT_BACKEND = "sqlite+encryption"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if ("contract_backend" in metafunc.fixturenames
             and getattr(metafunc.module, "ALL_BACKENDS", False)):
-        metafunc.parametrize("contract_backend", CONTRACT_BACKENDS, scope="module")
+        backends = CONTRACT_BACKENDS
+        if getattr(metafunc.module, "ENCRYPTED_BACKEND", False):
+            backends = (*backends, ENCRYPTED_CONTRACT_BACKEND)
+        metafunc.parametrize("contract_backend", backends, scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +203,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str) -> I
         pg = _pg_create()
         redis = _redis_prefix()
         settings = {"database_url": pg, **redis}
+    elif contract_backend == ENCRYPTED_CONTRACT_BACKEND:
+        settings = {"token_encryption": True}
     srv = Server(tmp_path_factory.mktemp("srv"), settings).start()
     yield srv
     srv.stop()
