@@ -7,7 +7,9 @@ counts do not (the same binary, inputs and environment give the same count whate
 machine is doing). The script builds the app ``authgate serve`` runs
 (:func:`authgate.web.app.create_server_app`), signs a user in, then sends ``--requests``
 ``GET /auth/me`` with the session cookie and as many with a bearer token straight into the
-ASGI app (no socket, no HTTP parser). Run once with 0 requests and once with N: the
+ASGI app (no socket, no HTTP parser); ``bearer-encrypted`` is the bearer case on an app with
+``TOKEN_ENCRYPTION=true`` (a nested JWT, decrypted once, then answered from the
+verified-token cache like a signed one). Run once with 0 requests and once with N: the
 difference over N is what one request costs, start-up and import excluded. Compare two
 commits by running it on each (``git stash`` / ``git checkout``) on the same machine.
 """
@@ -61,8 +63,10 @@ async def run(n: int, kind: str) -> None:
     from authgate.web.app import create_server_app
 
     workdir = Path(tempfile.mkdtemp(prefix="authgate-instr-"))
+    encrypted = {"token_encryption": True} if kind == "bearer-encrypted" else {}
     settings = Settings(database_url=f"sqlite:///{workdir / 'instr.db'}",
-                        public_url="https://auth.example", session_touch_interval=10**9)
+                        public_url="https://auth.example", session_touch_interval=10**9,
+                        **encrypted)
     async with AuthGate(settings) as admin:
         await admin.users.create_user("alice", PASSWORD)
 
@@ -94,7 +98,10 @@ async def run(n: int, kind: str) -> None:
                                  b"grant_type=password&username=alice&password="
                                  + PASSWORD.replace(" ", "+").encode())
     token = orjson.loads(body)["access_token"]
-    cases = {"session": {"Cookie": cookie}, "bearer": {"Authorization": f"Bearer {token}"}}
+    cases = {"session": {"Cookie": cookie}, "bearer": {"Authorization": f"Bearer {token}"},
+             "bearer-encrypted": {"Authorization": f"Bearer {token}"}}
+    if (token.count(".") == 4) != bool(encrypted):
+        raise SystemExit(f"{kind}: unexpected token shape {token[:40]}...")
     for headers_ in cases.values():
         status, _, body = await call(app, "GET", "/auth/me", headers_)
         if status != 200:
@@ -136,9 +143,11 @@ def main() -> None:
         asyncio.run(run(args.inner, args.kind))
         return
     base = count(0, "session")
-    for kind in ("session", "bearer"):
-        per = (count(args.requests, kind) - base) / args.requests
-        print(f"{kind:8} GET /auth/me: {per:,.0f} instructions per request "
+    for kind in ("session", "bearer", "bearer-encrypted"):
+        # the encrypted app starts differently (an encryption key): its own baseline
+        zero = count(0, kind) if kind == "bearer-encrypted" else base
+        per = (count(args.requests, kind) - zero) / args.requests
+        print(f"{kind:16} GET /auth/me: {per:,.0f} instructions per request "
               f"({args.requests} requests)")
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -79,4 +80,30 @@ def cookie_attrs(response: httpx.Response, name: str) -> dict[str, str] | None:
     return None
 
 
-__all__ = ["AuthClient", "cookie_attrs", "parse_set_cookie"]
+class ReadsTokens:
+    """What both server layers (subprocess and in-process) give tests about access tokens
+    (the class it is mixed into has the server's ``cli``)."""
+
+    def signed_token(self, token: str) -> str:
+        """The signed JWT of an access token: ``token`` itself, or, for a nested JWT
+        (``TOKEN_ENCRYPTION=true``), what it decrypts to with the key that ``keys
+        export-decryption-key`` exports (as a resource server would); keys cached by kid."""
+        if token.count(".") != 4:
+            return token
+        from joserfc import jwe
+        from joserfc.jwk import ECKey
+
+        from tests.tokens.forge import b64u_decode
+
+        kid = json.loads(b64u_decode(token.split(".")[0]))["kid"]
+        keys = self.__dict__.setdefault("_decryption_keys", {})
+        if kid not in keys:
+            done = self.cli("keys", "export-decryption-key", "--kid", kid)
+            assert done.returncode == 0, done.stderr
+            keys[kid] = ECKey.import_key(json.loads(done.stdout))
+        plain = jwe.decrypt_compact(token, keys[kid],
+                                    algorithms=["ECDH-ES+A256KW", "A256GCM"]).plaintext
+        return (plain or b"").decode("ascii")
+
+
+__all__ = ["AuthClient", "ReadsTokens", "cookie_attrs", "parse_set_cookie"]

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tests.helpers import AuthClient
+from tests.helpers import AuthClient, ReadsTokens
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class _ThreadLog(logging.Filter):
         return record.thread == self.thread_id
 
 
-class InProcessServer:
+class InProcessServer(ReadsTokens):
     """``create_server_app`` under uvicorn in a thread of this process."""
 
     def __init__(self, workdir: Path, settings: dict[str, Any], workers: int = 1,

@@ -19,6 +19,7 @@ from tests.helpers import AuthClient
 
 # The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
 ALL_BACKENDS = True
+ENCRYPTED_BACKEND = True  # bearer flows once more with TOKEN_ENCRYPTION=true (tests/conftest.py)
 
 
 def refused(r_status: int, body: dict[str, object]) -> bool:

@@ -23,6 +23,7 @@ from tests.helpers import AuthClient
 
 # The contract suite: run on SQLite and on PostgreSQL + Redis (tests/conftest.py).
 ALL_BACKENDS = True
+ENCRYPTED_BACKEND = True  # bearer flows once more with TOKEN_ENCRYPTION=true (tests/conftest.py)
 
 FIELDS = {"id", "kind", "created_at", "last_seen_at", "expires_at", "ip", "user_agent",
           "current"}
