@@ -145,15 +145,18 @@ class CookieSettings(_Group):
 @dataclass(frozen=True, slots=True)
 class PasswordSettings(_Group):
     """The password policy and the Argon2id parameters (``hash_preset="test"``: argon2-cffi's
-    cheapest parameters instead of the ``argon2_*`` ones; test deployments only)."""
+    cheapest parameters instead of the ``argon2_*`` ones; test deployments only); and
+    ``mfa_key``, which encrypts the second factors' secrets at rest."""
 
     min_length: int
     hash_preset: PasswordHashPreset
     argon2_memory_kib: int
     argon2_time_cost: int
     argon2_parallelism: int
+    mfa_key: SecretStr | None
     SOURCE: ClassVar[Mapping[str, str]] = {
-        "min_length": "password_min_length", "hash_preset": "password_hash_preset",
+        "mfa_key": "mfa_key", "min_length": "password_min_length",
+        "hash_preset": "password_hash_preset",
         "argon2_memory_kib": "argon2_memory_kib", "argon2_time_cost": "argon2_time_cost",
         "argon2_parallelism": "argon2_parallelism"}
 

@@ -33,7 +33,8 @@ def is_loopback_host(host: str | None) -> bool:
     except ValueError:
         return False
 
-_REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ"}
+_REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ",
+                   "amr", "auth_time"}
 
 
 def _split_csv(value: Any) -> Any:
@@ -116,6 +117,8 @@ class Settings(GroupViews, BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
+    mfa_key: SecretStr | None = None
 
     @field_validator("allowed_origins", "trusted_proxies", mode="before")
     @classmethod

@@ -69,7 +69,9 @@ EVENT_WORDS = {
     "family.revoked": "API token revoked", "password.changed": "Password changed",
     "refresh.reuse_detected": "A stolen API token was stopped", "user.created": "Account created",
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
-    "user.roles_changed": "Roles changed",
+    "user.roles_changed": "Roles changed", "mfa.enabled": "Authenticator app added",
+    "mfa.disabled": "Authenticator app removed", "mfa.failed": "Wrong sign-in code",
+    "mfa.recovery_code_used": "Recovery code used",
 }
 
 
