@@ -244,13 +244,15 @@ def test_step_up_challenges(server: Server) -> None:
 def test_removing_the_factor(server: Server) -> None:
     username, password, secret, codes = enrolled(server)
     c, token = mfa_login(server, username, password)
-    assert c.post("/auth/login/mfa", json={"mfa_token": token,
-                                           "code": code_at(server, secret, 1)}).status_code == 200
-    assert c.unsafe("DELETE", "/auth/mfa/totp", json={
-        "current_password": password, "code": "999999" if codes else ""}).status_code in (
-        400, 403)
-    assert c.unsafe("DELETE", "/auth/mfa/totp", json={
-        "current_password": "no " + password, "code": codes[0]}).status_code == 403
+    r = c.post("/auth/login/mfa", json={"mfa_token": token, "code": code_at(server, secret, 1)})
+    assert r.status_code == 200
+    c.csrf = r.json()["csrf_token"]
+    wrong = c.unsafe("DELETE", "/auth/mfa/totp", json={"current_password": password,
+                                                        "code": "999999"})
+    assert wrong.status_code == 403 and wrong.json()["error"] == "invalid_code"
+    wrong = c.unsafe("DELETE", "/auth/mfa/totp", json={"current_password": "no " + password,
+                                                        "code": codes[0]})
+    assert wrong.status_code == 403 and wrong.json()["error"] == "invalid_credentials"
     r = c.unsafe("DELETE", "/auth/mfa/totp", json={"current_password": password,
                                                     "code": codes[1]})
     assert r.status_code == 204, r.text

@@ -143,6 +143,27 @@ class Factors:
         factor = await self.records.totp_factor(user_id)
         return factor is not None and factor.confirmed
 
+    async def status(self, user_id: str) -> tuple[str, int]:
+        """``("off" | "enrolling" | "on", recovery codes left)``: what ``/account`` shows."""
+        factor = await self.records.totp_factor(user_id)
+        if factor is None:
+            return "off", 0
+        if not factor.confirmed:
+            return "enrolling", 0
+        return "on", await self.records.recovery_codes_left(user_id)
+
+    async def pending_enrolment(self, user: User) -> Enrolment | None:
+        """The enrolment started and not confirmed yet (the page shows its QR code again)."""
+        factor = await self.records.totp_factor(user.id)
+        if factor is None or factor.confirmed:
+            return None
+        secret = self.decrypt(factor.secret_enc, user.id)
+        return None if secret is None else Enrolment(secret, self._uri(user, secret))
+
+    def _uri(self, user: User, secret: str) -> str:
+        issuer = urlsplit(self.settings.public_url).hostname or "authgate"
+        return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=issuer)
+
     async def _check_password(self, user: User, password: Any, ip: str) -> None:
         try:
             await self.signin.check_password(user.username, password, ip)
@@ -159,9 +180,7 @@ class Factors:
         if not await self.records.put_unconfirmed_totp(
                 user.id, self.encrypt(secret, user.id), self.clock.now()):
             raise MfaAlreadyActive()
-        issuer = urlsplit(self.settings.public_url).hostname or "authgate"
-        uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=issuer)
-        return Enrolment(secret=secret, otpauth_uri=uri)
+        return Enrolment(secret=secret, otpauth_uri=self._uri(user, secret))
 
     async def confirm(self, user: User, code: Any, ip: str = "") -> list[str]:
         """Activate the enrolled app with a code from it; the recovery codes, shown once."""
