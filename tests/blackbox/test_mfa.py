@@ -285,7 +285,7 @@ def database_dump(server: Server) -> str:
             out = []
             for table in ("users", "mfa_totp", "mfa_recovery_codes", "mfa_pending",
                           "audit_events", "sessions"):
-                rows = await conn.fetch(f"SELECT * FROM {table}")  # noqa: S608
+                rows = await conn.fetch(f"SELECT * FROM {table}")
                 out += [repr(dict(r)) for r in rows]
             return "\n".join(out)
         finally:
