@@ -97,20 +97,27 @@ class _AnyScheme(_BearerScheme):
         return await self._check(request)
 
 
-def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
+def build_dependency(gate: AuthGate, via: str, scopes: list[str], *, mfa: bool = False,
+                     max_age: int | None = None) -> Dependency:
     if via not in ("any", "session", "token"):
         raise ValueError("via must be 'any', 'session' or 'token'")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)
+                                or max_age < 0):
+        raise ValueError("max_age must be a number of seconds (int >= 0)")
     accept: Accept = via  # type: ignore[assignment]
     s = gate.settings
     engine = gate.engine
     challenge = session_challenge(s.session_cookie) if accept == "session" else None
     wanted = list(scopes)
+    step_up = mfa or max_age is not None
 
     async def check(request: Request) -> Principal:
         try:
             principal = await authenticate(engine, request, accept)
             if wanted:
                 engine.require_scopes(principal, wanted)
+            if step_up:
+                engine.require_auth(principal, mfa=mfa, max_age=max_age)
         except AuthGateError as exc:
             raise AuthGateHTTPException(exc, to_response(exc, challenge=challenge)) from None
         return principal
