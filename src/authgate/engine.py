@@ -116,7 +116,7 @@ class Engine:
         self.signin = SignIn(self.records, self.throttle, self.hasher, self.events,
                              self.metrics, self.macs)
         self.factors = Factors(settings, self.clock, self.records, self.signin,
-                               self.throttle, self.events)
+                               self.throttle, self.events, self.revocations)
         self.users = Users(settings, self.clock, self.records, self.hot, self.hasher,
                            self.events, self.revocations, self.signin)
         self.sessions = Sessions(settings, self.clock, self.records, self.hot, self.redis,

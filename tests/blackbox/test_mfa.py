@@ -301,3 +301,19 @@ def test_bad_confirm_bodies_are_4xx(server: Server, body: dict[str, Any]) -> Non
     assert c.login(username, password).status_code == 200
     r = c.unsafe("POST", "/auth/mfa/totp/confirm", json=body)
     assert 400 <= r.status_code < 500
+
+
+def test_operator_mfa_reset_ends_sessions(server: Server) -> None:
+    username, password, secret, _ = enrolled(server)
+    c, token = mfa_login(server, username, password)
+    assert c.post("/auth/login/mfa", json={"mfa_token": token,
+                                           "code": code_at(server, secret, 1)}).status_code == 200
+    assert c.get("/auth/me").status_code == 200
+    done = server.cli("users", "mfa-reset", username)
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 5
+    while c.get("/auth/me").status_code != 401 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert c.get("/auth/me").status_code == 401
+    assert server.client().login(username, password).status_code == 200
+    assert server.cli("users", "mfa-reset", "nobody-at-all").returncode != 0

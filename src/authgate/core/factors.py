@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from authgate.clock import Clock
 from authgate.core.credentials import digest, hash_for_log, new_secret
+from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.errors import (
     InvalidCode,
@@ -96,6 +97,7 @@ class Factors:
     signin: SignIn
     throttle: ThrottleStore
     events: Events
+    revocations: Revocations | None = None
     _aead: AESGCM | None = field(default=None, init=False)
     _mac_key: bytes = field(default=b"", init=False)
 
@@ -205,6 +207,14 @@ class Factors:
             raise WrongCode()
         await self.records.delete_factors(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, ip=ip, method="totp")
+
+    async def reset(self, user: User) -> None:
+        """An operator's removal (``authgate users mfa-reset``): the factors go, and every
+        session and token of the user ends (whoever holds them may be who took the app)."""
+        assert self.revocations is not None
+        await self.records.delete_factors(user.id)
+        await self.revocations.everything_of(user.id)
+        self.events.emit("mfa.disabled", user_id=user.id, actor="operator", method="reset")
 
     # -- codes ------------------------------------------------------------------------------
 
