@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import time
+from typing import Any
 
 from tests.blackbox.support import EVIL, signed_in
 from tests.blackbox.test_mfa import code_at
@@ -102,3 +103,33 @@ def test_enrol_login_in_two_steps_and_remove(server: Server) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/account?done=mfa-removed"
     assert 'data-state="off"' in b.get("/account").text
     assert page_login(server.client(), username, password).status_code == 303
+
+
+def test_mfa_required_roles_withhold_scopes_until_a_second_factor(make_server: Any) -> None:
+    srv = make_server(mfa_required_roles="admin", role_scopes="admin=admin:all;staff=read")
+    username, password = srv.new_user(roles=("admin", "staff"))
+    c = srv.client()
+    r = c.login(username, password)
+    assert r.status_code == 200
+    assert c.get("/auth/me").json()["scopes"] == ["read"]
+    token = c.token(username, password).json()
+    assert token["scope"] == "read"
+    assert c.get("/auth/verify", params={"scope": "admin:all"}).status_code == 403
+    r = c.unsafe("POST", "/auth/mfa/totp", json={"current_password": password})
+    secret = r.json()["secret"]
+    assert c.unsafe("POST", "/auth/mfa/totp/confirm",
+                    json={"code": code_at(srv, secret)}).status_code == 200
+    b = srv.client()
+    r = b.login(username, password)
+    r = b.post("/auth/login/mfa", json={"mfa_token": r.json()["mfa_token"],
+                                        "code": code_at(srv, secret, 1)})
+    assert r.status_code == 200
+    assert b.get("/auth/me").json()["scopes"] == ["admin:all", "read"]
+    srv.advance(60)  # the steps used so far are spent: the next code
+    r = b.token(username, password)
+    assert r.status_code == 403
+    r = b.post("/auth/token", data={"grant_type": "urn:authgate:grant-type:mfa",
+                                    "mfa_token": r.json()["mfa_token"],
+                                    "code": code_at(srv, secret)})
+    assert r.status_code == 200, r.text
+    assert r.json()["scope"] == "admin:all read"

@@ -54,10 +54,10 @@ class Grants:
                              ip: str = "", user_agent: str = "",
                              device: str | None = None) -> TokenPair:
         user = await self.signin.check_password(username, password, ip, device=device)
-        granted = self._grant_scope(user, scope)
         if self.factors is not None and await self.factors.active(user.id):
             raise MfaRequired(await self.factors.start_pending(
-                user, "pwd", flow="token", scope=granted))
+                user, "pwd", flow="token", scope=self._grant_scope(user, scope, True)))
+        granted = self._grant_scope(user, scope, False)
         return await self._new_family(user, granted, ip, user_agent, "pwd")
 
     async def mfa_grant(self, mfa_token: Any, code: Any, *, ip: str = "",
@@ -133,7 +133,8 @@ class Grants:
             self.hot.users.put(user.id, user)
         # Scopes are re-derived from the user's current roles (a downgrade takes effect);
         # a refresh never widens: an empty grant stays empty (not "everything allowed").
-        scope = self._grant_scope(user, fam.scope) if fam.scope else ""
+        mfa = "mfa" in fam.amr.split()
+        scope = self._grant_scope(user, fam.scope, mfa) if fam.scope else ""
         return await self._pair(user, fam, new, now, scope)
 
     async def _pair(self, user: User, fam: TokenFamily, refresh: str, now: float,
@@ -156,8 +157,8 @@ class Grants:
             value = await value
         return dict(value)
 
-    def _grant_scope(self, user: User, requested: Any) -> str:
-        allowed = self.settings.scopes_for(list(user.roles))
+    def _grant_scope(self, user: User, requested: Any, mfa: bool = False) -> str:
+        allowed = self.settings.scopes_for(list(user.roles), mfa)
         if requested is None or requested == "":
             return " ".join(allowed)
         if not isinstance(requested, str):

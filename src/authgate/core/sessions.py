@@ -43,7 +43,8 @@ class Sessions:
     events: Events
     metrics: Metrics
     factors: Factors | None = None
-    _scopes: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, init=False)
+    _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
+        default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -133,7 +134,8 @@ class Sessions:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often
             rec.written_at = now
             await self.records.touch_session(rec.id, now)
-        return Principal(user=user, auth="session", scopes=self.role_scopes(user.roles),
+        return Principal(user=user, auth="session",
+                         scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
                          session=rec, csrf_token=rec.csrf_token, via_cookie=True)
 
     async def _load_session(self, key: str, now: float,
@@ -264,8 +266,10 @@ class Sessions:
         rec = self.hot.sessions.get(token_hash)
         return rec.last_seen_at if rec is not None else None
 
-    def role_scopes(self, roles: tuple[str, ...]) -> tuple[str, ...]:
-        scopes = self._scopes.get(roles)
+    def role_scopes(self, roles: tuple[str, ...], mfa: bool = True) -> tuple[str, ...]:
+        """The scopes of ``roles`` (without ``mfa``: not those of MFA_REQUIRED_ROLES)."""
+        scopes = self._scopes.get((roles, mfa))
         if scopes is None:
-            scopes = self._scopes[roles] = tuple(self.settings.scopes_for(list(roles)))
+            scopes = self._scopes[roles, mfa] = tuple(self.settings.scopes_for(list(roles),
+                                                                               mfa))
         return scopes
