@@ -212,6 +212,8 @@ def build_router(engine: Engine) -> APIRouter:
         check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
                             "cookie", "client_id", "client_secret", "mfa_token", "code"})
         grant = data.get("grant_type")
+        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data):
+            raise InvalidRequest("mfa_token and code belong to the mfa grant only")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):
             cookie = True
