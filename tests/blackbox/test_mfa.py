@@ -317,3 +317,18 @@ def test_operator_mfa_reset_ends_sessions(server: Server) -> None:
     assert c.get("/auth/me").status_code == 401
     assert server.client().login(username, password).status_code == 200
     assert server.cli("users", "mfa-reset", "nobody-at-all").returncode != 0
+
+
+def test_wrong_codes_are_throttled_per_account_across_mfa_tokens(server: Server) -> None:
+    username, password, secret, _ = enrolled(server)
+    c, token = mfa_login(server, username, password)
+    good = code_at(server, secret, 1)
+    bad = "123456" if good != "123456" else "654321"
+    for _ in range(5):
+        c.post("/auth/login/mfa", json={"mfa_token": token, "code": bad})
+    _, fresh = mfa_login(server, username, password)  # a new token: the account is locked
+    r = c.post("/auth/login/mfa", json={"mfa_token": fresh, "code": good})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    server.advance(5)
+    r = c.post("/auth/login/mfa", json={"mfa_token": fresh, "code": good})
+    assert r.status_code == 200, r.text

@@ -203,7 +203,7 @@ class Factors:
         await self._check_password(user, password, ip)
         if not await self.active(user.id):
             raise NotFound("no authenticator app is active")
-        if await self.check_code(user.id, code, ip) is None:
+        if await self._throttled_check(user.id, code, ip) is None:
             raise WrongCode()
         await self.records.delete_factors(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, ip=ip, method="totp")
@@ -254,6 +254,21 @@ class Factors:
                          level=logging.WARNING, codes_left=left)
         return "recovery_code"
 
+    async def _throttled_check(self, user_id: str, code: Any, ip: str) -> str | None:
+        """:meth:`check_code` on the account's own counter (the login throttle's lock
+        schedule; every wrong code counts, a right one clears it): :class:`Throttled`
+        when locked."""
+        counter = f"mfa|{user_id}"
+        wait = await self.throttle.reserve(counter, ip, counter)
+        if wait:
+            self.events.emit("sign_in.throttled", user_id=user_id, ip=ip,
+                             level=logging.WARNING, account=hash_for_log(counter))
+            raise Throttled(int(wait))
+        method = await self.check_code(user_id, code, ip)
+        if method is not None:
+            await self.throttle.succeeded(counter, ip, counter)
+        return method
+
     # -- the pending sign-in ----------------------------------------------------------------
 
     async def start_pending(self, user: User, first_factor: str, **data: Any) -> str:
@@ -279,13 +294,7 @@ class Factors:
         now = self.clock.now()
         if pending is None or now >= pending.expires_at or pending.data.get("flow") != flow:
             raise InvalidMfaToken()
-        counter = f"mfa|{pending.user_id}"
-        wait = await self.throttle.reserve(counter, ip, counter)
-        if wait:
-            self.events.emit("sign_in.throttled", user_id=pending.user_id, ip=ip,
-                             level=logging.WARNING, account=hash_for_log(counter))
-            raise Throttled(int(wait))
-        method = await self.check_code(pending.user_id, code, ip)
+        method = await self._throttled_check(pending.user_id, code, ip)
         if method is None:
             failures = await self.records.fail_pending(key, MFA_TOKEN_MAX_FAILURES)
             self.events.emit("mfa.failed", user_id=pending.user_id, ip=ip,
@@ -294,7 +303,6 @@ class Factors:
                 raise InvalidMfaToken("too many wrong codes; sign in again",
                                       reason="mfa_token died of wrong codes")
             raise InvalidCode()
-        await self.throttle.succeeded(counter, ip, counter)
         if not await self.records.take_pending(key):
             raise InvalidMfaToken()  # a parallel request finished it first
         user = await self.records.get_user(pending.user_id)
