@@ -133,3 +133,28 @@ def test_mfa_required_roles_withhold_scopes_until_a_second_factor(make_server: A
                                     "code": code_at(srv, secret)})
     assert r.status_code == 200, r.text
     assert r.json()["scope"] == "admin:all read"
+
+
+def test_amr_is_seen_by_every_worker(make_server: Any, pg_url: str,
+                                     redis_settings: dict[str, str]) -> None:
+    """Two workers on PostgreSQL + Redis: a session signed in with a second factor passes
+    /auth/verify?mfa=1 on either (each reads the record from Redis or the database)."""
+    srv = make_server(workers=2, database_url=pg_url, **redis_settings)
+    username, password = srv.new_user()
+    c = srv.client()
+    c.login(username, password)
+    secret = c.unsafe("POST", "/auth/mfa/totp", json={"current_password": password}
+                      ).json()["secret"]
+    assert c.unsafe("POST", "/auth/mfa/totp/confirm",
+                    json={"code": code_at(srv, secret)}).status_code == 200
+    b = srv.client()
+    r = b.post("/auth/login/mfa", json={"mfa_token": b.login(username, password).json()[
+        "mfa_token"], "code": code_at(srv, secret, 1)})
+    assert r.status_code == 200
+    statuses = set()
+    for _ in range(20):
+        with srv.client() as fresh:  # new connections: both workers answer
+            fresh.jar = dict(b.jar)
+            statuses.add(fresh.get("/auth/verify", params={"mfa": "1"}).status_code)
+    assert statuses == {200}
+    assert c.get("/auth/verify", params={"mfa": "1"}).status_code == 401
