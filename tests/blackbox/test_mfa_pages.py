@@ -52,6 +52,8 @@ def enrol_on_page(server: Server, c: AuthClient, password: str) -> tuple[str, li
 
 def test_enrol_login_in_two_steps_and_remove(server: Server) -> None:
     c, username, password = signed_in(server)
+    assert 'id="reauth"' in server.client().get("/login?reauth=1&next=/x").text
+    assert 'id="reauth"' not in server.client().get("/login").text
     refused = c.post("/account/mfa-enrol", data={"csrf_token": csrf_of(c),
                                                  "current_password": "nope"},
                      headers={"Origin": c.origin})

@@ -56,6 +56,11 @@ def test_mfa_route_challenges_a_password_only_sign_in(
     assert r.headers["www-authenticate"].startswith(
         'Bearer error="insufficient_user_authentication", error_description="')
     assert 'acr_values="mfa"' in r.headers["www-authenticate"]
+    # a browser asking for the page is sent to sign in again and come back
+    r = c.get("/admin?tab=2", headers={"Accept": "text/html,application/xhtml+xml"},
+              follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login?next=%2Fadmin%3Ftab%3D2&reauth=1"
     token = c.post("/auth/token", data={"grant_type": "password", "username": "ann",
                                         "password": PASSWORD}).json()["access_token"]
     assert c.get("/admin", headers={"Authorization": f"Bearer {token}"}).status_code == 401

@@ -135,6 +135,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
+                          reauth=request.query_params.get("reauth") == "1",
                           form_token=engine.macs.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
