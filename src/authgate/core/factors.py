@@ -127,10 +127,10 @@ class Factors:
         assert self._aead is not None, "Factors.load_keys was not called"
         if not stored.startswith(_CIPHER_PREFIX):
             return None
-        raw = base64.urlsafe_b64decode(stored[len(_CIPHER_PREFIX):])
         try:
+            raw = base64.urlsafe_b64decode(stored[len(_CIPHER_PREFIX):])
             return self._aead.decrypt(raw[:12], raw[12:], user_id.encode()).decode()
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             log.error("a TOTP secret does not decrypt (MFA_KEY changed?)",
                       extra={"user_id": user_id})
             return None
@@ -242,7 +242,7 @@ class Factors:
         factor = await self.records.totp_factor(user_id)
         if factor is None or not factor.confirmed:
             return None
-        if code.isdigit():
+        if len(code) == DIGITS and code.isdigit():
             return "totp" if await self._totp_ok(user_id, factor.secret_enc, code) else None
         if len(normalize_recovery(code)) != 10:
             return None
