@@ -16,12 +16,18 @@ from typing import TYPE_CHECKING
 
 from authgate.clock import Clock, SystemClock
 from authgate.core.credentials import Macs
+from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
 from authgate.core.revocation import Revocations
 from authgate.core.sessions import Sessions
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
-from authgate.errors import AuthGateError, BackendUnavailable, InsufficientScope
+from authgate.errors import (
+    AuthGateError,
+    BackendUnavailable,
+    InsufficientScope,
+    InsufficientUserAuthentication,
+)
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
@@ -109,15 +115,17 @@ class Engine:
                                        self.redis)
         self.signin = SignIn(self.records, self.throttle, self.hasher, self.events,
                              self.metrics, self.macs)
+        self.factors = Factors(settings, self.clock, self.records, self.signin,
+                               self.throttle, self.events, self.revocations)
         self.users = Users(settings, self.clock, self.records, self.hot, self.hasher,
                            self.events, self.revocations, self.signin)
         self.sessions = Sessions(settings, self.clock, self.records, self.hot, self.redis,
                                  self.users, self.signin, self.revocations, self.events,
-                                 self.metrics)
+                                 self.metrics, self.factors)
         self.grants = Grants(settings, self.clock, self.records, self.hot, self.keys,
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
-                             extra_claims)
+                             extra_claims, self.factors)
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -133,6 +141,7 @@ class Engine:
         await self.keys.load(self.clock.now())
         self.macs.key = bytes.fromhex(
             await self.records.server_secret("csrf", secrets.token_hex(32)))
+        await self.factors.load_keys()
         await self.hasher.dummy_hash()
         await self.hot.start(self.settings.access_token_ttl)
         if self.redis is not None:
@@ -202,6 +211,22 @@ class Engine:
         missing = [s for s in scopes if s not in principal.scopes]
         if missing:
             raise InsufficientScope(f"requires scope: {' '.join(missing)}")
+
+    def require_auth(self, principal: Principal, *, mfa: bool = False,
+                     max_age: int | None = None) -> None:
+        """RFC 9470 step-up: the sign-in behind ``principal`` used a second factor (``mfa``)
+        and/or happened at most ``max_age`` seconds ago; else
+        :class:`InsufficientUserAuthentication`. No I/O: the session record or the token's
+        claims carry ``amr`` and ``auth_time``."""
+        if mfa and not principal.mfa:
+            raise InsufficientUserAuthentication(
+                "a sign-in with a second factor is required", mfa=True, max_age=max_age)
+        if max_age is not None:
+            at = principal.auth_time
+            if at is None or self.clock.now() - at > max_age:
+                raise InsufficientUserAuthentication(
+                    f"a sign-in within the last {max_age} seconds is required", mfa=mfa,
+                    max_age=max_age)
 
     # -- operations -----------------------------------------------------------------------
 

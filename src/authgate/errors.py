@@ -146,3 +146,54 @@ class UnsupportedMediaType(AuthGateError):
 
     code = "unsupported_media_type"
     status = 415
+
+
+class MfaRequired(AuthGateError):
+    """The password was right; a second factor is required to finish signing in."""
+
+    code = "mfa_required"
+    status = 401  # 403 at the token endpoint (OAuth: the client authenticated nothing)
+
+    def __init__(self, mfa_token: str, methods: tuple[str, ...] = ("totp", "recovery_code")
+                 ) -> None:
+        super().__init__(reason="second factor required")
+        self.mfa_token = mfa_token
+        self.methods = methods
+
+
+class InvalidCode(AuthGateError):
+    """The code is wrong, expired or was already used."""
+
+    code = "invalid_code"
+
+
+class WrongCode(InvalidCode):
+    """The second-factor code is wrong."""
+
+    status = 403
+
+
+class InvalidMfaToken(AuthGateError):
+    """The mfa_token is invalid or expired; sign in again."""
+
+    code = "invalid_mfa_token"
+    status = 401
+
+
+class MfaAlreadyActive(AuthGateError):
+    """An authenticator app is already active; remove it first."""
+
+    code = "mfa_already_active"
+    status = 409
+
+
+class InsufficientUserAuthentication(AuthGateError):
+    """RFC 9470: this needs a stronger or more recent sign-in."""
+
+    code = "insufficient_user_authentication"
+    status = 401
+
+    def __init__(self, detail: str, *, mfa: bool = False, max_age: int | None = None) -> None:
+        super().__init__(detail, reason=detail)
+        self.mfa = mfa
+        self.max_age = max_age

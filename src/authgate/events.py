@@ -38,6 +38,10 @@ CATALOGUE: dict[str, str] = {
     "user.disabled": "a user was disabled: every session and token ended",
     "user.enabled": "a user was enabled again",
     "user.roles_changed": "a user's roles were set",
+    "mfa.enabled": "a second factor (an authenticator app) was activated",
+    "mfa.disabled": "a second factor was removed",
+    "mfa.failed": "a wrong second-factor code was sent for a pending sign-in",
+    "mfa.recovery_code_used": "a recovery code was used (it works once)",
     "key.rotated": "a new signing key was added",
     "key.exported": "a token-encryption private key was exported (keys export-decryption-key)",
 }

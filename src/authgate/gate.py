@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
+    from authgate.core.factors import Factors
     from authgate.core.grants import Grants
     from authgate.core.sessions import Sessions
     from authgate.core.users import Users
@@ -97,6 +98,11 @@ class AuthGate:
     def sessions(self) -> Sessions:
         """Log in, look up, rotate and end cookie sessions; list a user's sign-ins."""
         return self.engine.sessions
+
+    @property
+    def factors(self) -> Factors:
+        """Second factors: enrol, confirm, remove an authenticator app; check codes."""
+        return self.engine.factors
 
     @property
     def grants(self) -> Grants:
@@ -175,12 +181,19 @@ class AuthGate:
         """FastAPI dependency: the caller by bearer token or session cookie."""
         return self._deps["any"]
 
-    def user(self, scopes: Sequence[str] = (), via: str = "any") -> Dependency:
+    def user(self, scopes: Sequence[str] = (), via: str = "any", *, mfa: bool = False,
+             max_age: int | None = None) -> Dependency:
         """FastAPI dependency: the caller (``via`` = ``any``, ``session`` or ``token``), who
-        must hold every scope in ``scopes`` (403 ``insufficient_scope`` otherwise)."""
+        must hold every scope in ``scopes`` (403 ``insufficient_scope`` otherwise).
+
+        Step-up (RFC 9470): with ``mfa=True`` the sign-in must have used a second factor,
+        with ``max_age=N`` it must be at most N seconds old; else 401 with
+        ``WWW-Authenticate: Bearer error="insufficient_user_authentication"`` (and
+        ``acr_values="mfa"`` / ``max_age=N``). Checked from the session record or the
+        token's ``amr`` / ``auth_time``: no I/O."""
         from authgate.web.deps import build_dependency
 
-        return build_dependency(self, via, list(scopes))
+        return build_dependency(self, via, list(scopes), mfa=mfa, max_age=max_age)
 
     async def authenticate(self, request: Request, via: str = "any") -> Principal:
         """The caller of a Starlette request, or raise :class:`AuthGateError`."""

@@ -33,11 +33,15 @@ class SessionRecord:
     remember: bool = False
     ip: str = ""
     user_agent: str = ""
+    amr: str = "pwd"  # RFC 8176 methods of the sign-in, space-separated
+    auth_time: float = 0.0  # when the user authenticated (0: at created_at)
     written_at: float = 0.0  # when last_seen_at was last stored (not a column)
 
     def __post_init__(self) -> None:
         if not self.written_at:
             self.written_at = self.last_seen_at
+        if not self.auth_time:
+            self.auth_time = self.created_at
 
     def deadline(self) -> float:
         """When the session ends unless used again: the earlier of idle and absolute."""
@@ -61,6 +65,8 @@ class TokenFamily:
     revoked_at: float | None = None
     ip: str = ""
     user_agent: str = ""
+    amr: str = "pwd"
+    auth_time: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,28 @@ class Principal:
     claims: dict[str, Any] | None = None
     csrf_token: str | None = None
     via_cookie: bool = False
+
+    @property
+    def amr(self) -> tuple[str, ...]:
+        """How the user signed in (RFC 8176: ``pwd``, ``otp``, ``mfa``)."""
+        if self.session is not None:
+            return tuple(self.session.amr.split())
+        value = (self.claims or {}).get("amr")
+        return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) \
+            else ()
+
+    @property
+    def auth_time(self) -> float | None:
+        """When the user last authenticated (seconds since the epoch), if known."""
+        if self.session is not None:
+            return self.session.auth_time
+        value = (self.claims or {}).get("auth_time")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def mfa(self) -> bool:
+        """Whether the sign-in used a second factor."""
+        return "mfa" in self.amr
 
     @property
     def id(self) -> str:

@@ -108,6 +108,7 @@ class TokenSettings(_Group):
     signing_key_file: Path | None
     hs256_secret: SecretStr | None
     role_scopes: Mapping[str, tuple[str, ...]]
+    mfa_required_roles: tuple[str, ...]
     encryption: bool
     SOURCE: ClassVar[Mapping[str, str]] = {
         "issuer": "token_issuer", "audience": "audience", "access_ttl": "access_token_ttl",
@@ -116,12 +117,17 @@ class TokenSettings(_Group):
         "cookie_refresh_reuse_grace": "cookie_refresh_reuse_grace",
         "leeway": "token_leeway", "signing_alg": "signing_alg",
         "signing_key_file": "signing_key_file", "hs256_secret": "hs256_secret",
-        "role_scopes": "role_scopes", "encryption": "token_encryption"}
+        "role_scopes": "role_scopes", "encryption": "token_encryption",
+        "mfa_required_roles": "mfa_required_roles"}
 
-    def scopes_for(self, roles: list[str] | tuple[str, ...]) -> list[str]:
-        """Every scope the given roles grant (a role grants its own name unless mapped)."""
+    def scopes_for(self, roles: list[str] | tuple[str, ...], mfa: bool = True) -> list[str]:
+        """Every scope the given roles grant (a role grants its own name unless mapped);
+        without ``mfa`` (a sign-in without a second factor), none of the roles in
+        ``MFA_REQUIRED_ROLES``."""
         granted: list[str] = []
         for role in roles:
+            if not mfa and role in self.mfa_required_roles:
+                continue
             for scope in self.role_scopes.get(role, (role,)):
                 if scope not in granted:
                     granted.append(scope)
@@ -145,15 +151,18 @@ class CookieSettings(_Group):
 @dataclass(frozen=True, slots=True)
 class PasswordSettings(_Group):
     """The password policy and the Argon2id parameters (``hash_preset="test"``: argon2-cffi's
-    cheapest parameters instead of the ``argon2_*`` ones; test deployments only)."""
+    cheapest parameters instead of the ``argon2_*`` ones; test deployments only); and
+    ``mfa_key``, which encrypts the second factors' secrets at rest."""
 
     min_length: int
     hash_preset: PasswordHashPreset
     argon2_memory_kib: int
     argon2_time_cost: int
     argon2_parallelism: int
+    mfa_key: SecretStr | None
     SOURCE: ClassVar[Mapping[str, str]] = {
-        "min_length": "password_min_length", "hash_preset": "password_hash_preset",
+        "mfa_key": "mfa_key", "min_length": "password_min_length",
+        "hash_preset": "password_hash_preset",
         "argon2_memory_kib": "argon2_memory_kib", "argon2_time_cost": "argon2_time_cost",
         "argon2_parallelism": "argon2_parallelism"}
 

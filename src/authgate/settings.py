@@ -33,7 +33,8 @@ def is_loopback_host(host: str | None) -> bool:
     except ValueError:
         return False
 
-_REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ"}
+_REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ",
+                   "amr", "auth_time"}
 
 
 def _split_csv(value: Any) -> Any:
@@ -87,6 +88,7 @@ class Settings(GroupViews, BaseSettings):
 
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     role_scopes: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    mfa_required_roles: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     password_min_length: int = Field(default=12, ge=8, le=1024)
     max_sessions_per_user: int | None = Field(default=None, ge=1)
@@ -116,8 +118,10 @@ class Settings(GroupViews, BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
+    # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
+    mfa_key: SecretStr | None = None
 
-    @field_validator("allowed_origins", "trusted_proxies", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -274,9 +278,9 @@ class Settings(GroupViews, BaseSettings):
         """The device cookie's name (login throttling of a known browser; not a credential)."""
         return f"{self.cookie_prefix}authgate-device"
 
-    def scopes_for(self, roles: list[str]) -> list[str]:
+    def scopes_for(self, roles: list[str], mfa: bool = True) -> list[str]:
         """Every scope the given roles grant (a role grants its own name unless mapped)."""
-        return self.tokens.scopes_for(roles)
+        return self.tokens.scopes_for(roles, mfa)
 
 
 def read_config_file(config_file: str | Path | None) -> dict[str, Any]:

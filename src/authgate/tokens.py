@@ -97,9 +97,12 @@ class AccessTokens:
         self.leeway = leeway
 
     def issue(self, *, sub: str, scope: str, roles: list[str], family_id: str, now: float,
-              extra: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+              extra: dict[str, Any] | None = None, amr: list[str] | None = None,
+              auth_time: int | None = None) -> tuple[str, dict[str, Any]]:
         iat = int(now)
         claims: dict[str, Any] = dict(extra or {})
+        if amr:  # RFC 8176 / OIDC: how and when the user authenticated
+            claims.update(amr=amr, auth_time=auth_time if auth_time is not None else iat)
         claims.update(
             iss=self.issuer, sub=sub, aud=self.audience, iat=iat, exp=iat + self.ttl,
             jti=secrets.token_urlsafe(16), scope=scope, roles=roles, sid=family_id,

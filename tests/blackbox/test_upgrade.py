@@ -44,6 +44,8 @@ def check_upgraded(srv: Server, cookie: str) -> None:
         me = c.get("/auth/me", headers={"Cookie": f"{c.session_cookie}={cookie}"})
         assert me.status_code == 200 and me.json()["username"] == "olduser"
         assert me.json()["roles"] == ["staff"]
+        assert me.json()["amr"] == ["pwd"]  # migration 7's column default, on an old row
+        assert me.json()["auth_time"] > 0
         assert c.login("olduser", PASSWORD).status_code == 200
     assert srv.cli("migrate", "--dry-run").stderr.strip() == "0 pending migration(s)"
 

@@ -24,6 +24,17 @@ async def test_a_stored_record_comes_back_whole(caches: Caches) -> None:
     assert await caches.make(lambda: 0).get_session(rec.token_hash) == rec  # shared
 
 
+async def test_how_the_user_signed_in_travels_with_the_record(caches: Caches) -> None:
+    from dataclasses import replace
+
+    cache, now = caches.make(lambda: 0), time.time()
+    rec = replace(record("mfa", now), amr="pwd otp mfa", auth_time=now - 5)
+    await cache.put_session(rec, now)
+    got = await caches.make(lambda: 0).get_session(rec.token_hash)
+    assert isinstance(got, SessionRecord)
+    assert got.amr == "pwd otp mfa" and got.auth_time == now - 5
+
+
 async def test_unknown_is_none(caches: Caches) -> None:
     assert await caches.make(lambda: 0).get_session("hash-nobody") is None
 

@@ -110,3 +110,13 @@ def users_roles(username: str, roles: tuple[str, ...], config: str | None) -> No
     """Set USERNAME's roles to exactly these; their access tokens issued before end."""
     _with_user(config, username, lambda g, u: g.users.set_roles(u, list(roles)))
     click.echo(f"roles of {username}: {', '.join(dict.fromkeys(roles)) or '(none)'}")
+
+
+@users.command("mfa-reset")
+@click.argument("username")
+@config_option
+def users_mfa_reset(username: str, config: str | None) -> None:
+    """Remove USERNAME's second factors (a lost authenticator app and recovery codes); every
+    session and token of theirs ends."""
+    _with_user(config, username, lambda e, u: e.factors.reset(u))
+    click.echo(f"second factors removed for {username}; their sessions and tokens ended")

@@ -8,14 +8,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
 from authgate.core.credentials import Macs, digest, new_id, new_secret
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
-from authgate.errors import CsrfError, InvalidGrant, InvalidToken
+from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken, MfaRequired
 from authgate.events import Events
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
@@ -24,6 +24,9 @@ from authgate.models import Principal, Revocation, TokenFamily, TokenPair, User
 from authgate.settings import Settings
 from authgate.store.records import Records
 from authgate.tokens import AccessTokens
+
+if TYPE_CHECKING:
+    from authgate.core.factors import Factors
 
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
 
@@ -44,25 +47,51 @@ class Grants:
     macs: Macs
     last_seen: Callable[[str], float | None]
     extra_claims: ExtraClaims | None = None
+    factors: Factors | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
                              ip: str = "", user_agent: str = "",
                              device: str | None = None) -> TokenPair:
         user = await self.signin.check_password(username, password, ip, device=device)
-        granted = self._grant_scope(user, scope)
+        if self.factors is not None and await self.factors.active(user.id):
+            raise MfaRequired(await self.factors.start_pending(
+                user, "pwd", flow="token", scope=self._grant_scope(user, scope, True)))
+        granted = self._grant_scope(user, scope, False)
+        return await self._new_family(user, granted, ip, user_agent, "pwd")
+
+    async def mfa_grant(self, mfa_token: Any, code: Any, *, ip: str = "",
+                        user_agent: str = "") -> TokenPair:
+        """``urn:authgate:grant-type:mfa``: finish a password grant that answered
+        ``mfa_required`` with a TOTP or recovery code."""
+        if self.factors is None:
+            raise InvalidGrant()
+        try:
+            done = await self.factors.finish(mfa_token, code, "token", ip)
+        except InvalidMfaToken as exc:
+            raise InvalidGrant(exc.detail, reason=exc.reason) from None
+        scope = str(done.data.get("scope", ""))
+        # the roles may have changed in the 5 minutes: never more than they grant now
+        allowed = set(self.settings.scopes_for(list(done.user.roles)))
+        granted = " ".join(s for s in scope.split() if s in allowed)
+        return await self._new_family(done.user, granted, ip, user_agent, done.amr,
+                                      done.auth_time)
+
+    async def _new_family(self, user: User, granted: str, ip: str, user_agent: str,
+                          amr: str, auth_time: float = 0.0) -> TokenPair:
         now = self.clock.now()
         s = self.settings
         fam = TokenFamily(id=new_id(), user_id=user.id, scope=granted, created_at=now,
                           last_seen_at=now, expires_at=now + s.refresh_token_ttl,
-                          ip=ip[:64], user_agent=user_agent[:512])
+                          ip=ip[:64], user_agent=user_agent[:512], amr=amr,
+                          auth_time=auth_time or now)
         refresh = new_secret()
         evicted = await self.records.create_family(fam, digest(refresh), fam.expires_at,
                                                    s.max_sessions_per_user, now,
                                                    self.last_seen)
         await self.revocations.publish(evicted)
         self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
-                         method="token", family_id=fam.id)
+                         method="token", family_id=fam.id, amr=amr)
         return await self._pair(user, fam, refresh, now)
 
     async def refresh_grant(self, refresh_token: Any, *, ip: str = "",
@@ -104,7 +133,8 @@ class Grants:
             self.hot.users.put(user.id, user)
         # Scopes are re-derived from the user's current roles (a downgrade takes effect);
         # a refresh never widens: an empty grant stays empty (not "everything allowed").
-        scope = self._grant_scope(user, fam.scope) if fam.scope else ""
+        mfa = "mfa" in fam.amr.split()
+        scope = self._grant_scope(user, fam.scope, mfa) if fam.scope else ""
         return await self._pair(user, fam, new, now, scope)
 
     async def _pair(self, user: User, fam: TokenFamily, refresh: str, now: float,
@@ -112,7 +142,9 @@ class Grants:
         extra = await self.claims_for(user) if self.extra_claims else None
         granted = fam.scope if scope is None else scope
         token, claims = self.tokens.issue(sub=user.id, scope=granted, roles=list(user.roles),
-                                          family_id=fam.id, now=now, extra=extra)
+                                          family_id=fam.id, now=now, extra=extra,
+                                          amr=fam.amr.split(),
+                                          auth_time=int(fam.auth_time or fam.created_at))
         self.metrics.count("tokens_issued")
         return TokenPair(access_token=token, expires_in=self.settings.access_token_ttl,
                          refresh_token=refresh, scope=granted, family_id=fam.id, claims=claims)
@@ -125,8 +157,8 @@ class Grants:
             value = await value
         return dict(value)
 
-    def _grant_scope(self, user: User, requested: Any) -> str:
-        allowed = self.settings.scopes_for(list(user.roles))
+    def _grant_scope(self, user: User, requested: Any, mfa: bool = False) -> str:
+        allowed = self.settings.scopes_for(list(user.roles), mfa)
         if requested is None or requested == "":
             return " ".join(allowed)
         if not isinstance(requested, str):

@@ -11,7 +11,13 @@ from authgate.core.credentials import digest, new_id, new_secret
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
-from authgate.errors import InvalidCredentials, NotFound, WrongPassword
+from authgate.errors import (
+    InvalidCredentials,
+    InvalidMfaToken,
+    MfaRequired,
+    NotFound,
+    WrongPassword,
+)
 from authgate.events import Events
 from authgate.hotstate import HotState
 from authgate.metrics import Metrics
@@ -20,6 +26,7 @@ from authgate.settings import Settings
 from authgate.store.records import Records
 
 if TYPE_CHECKING:
+    from authgate.core.factors import Factors
     from authgate.store.redis_backend import RedisBackend
 
 
@@ -35,7 +42,9 @@ class Sessions:
     revocations: Revocations
     events: Events
     metrics: Metrics
-    _scopes: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, init=False)
+    factors: Factors | None = None
+    _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
+        default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -49,11 +58,30 @@ class Sessions:
                     replacing: str | None = None) -> tuple[str, SessionRecord, User]:
         """Check the password and start a new session. Returns (cookie value, record, user).
         ``replacing``: the session cookie the client sent, if any; that session ends (a
-        login never keeps the old ID alongside the new one)."""
+        login never keeps the old ID alongside the new one). A user with an active second
+        factor gets :class:`MfaRequired` (with its ``mfa_token``) instead: no session."""
         user = await self.signin.check_password(username, password, ip, device=device)
-        value, rec = await self.start_session(user, remember, ip, user_agent)
+        if self.factors is not None and await self.factors.active(user.id):
+            raise MfaRequired(await self.factors.start_pending(
+                user, "pwd", flow="session", remember=remember))
+        return await self._signed_in(user, remember, ip, user_agent, replacing, "pwd")
+
+    async def login_mfa(self, mfa_token: Any, code: Any, *, ip: str = "",
+                        user_agent: str = "", replacing: str | None = None
+                        ) -> tuple[str, SessionRecord, User]:
+        """Finish a login that answered ``mfa_required`` with a TOTP or recovery code."""
+        if self.factors is None:
+            raise InvalidMfaToken()
+        done = await self.factors.finish(mfa_token, code, "session", ip)
+        return await self._signed_in(done.user, bool(done.data.get("remember")), ip,
+                                     user_agent, replacing, done.amr)
+
+    async def _signed_in(self, user: User, remember: bool, ip: str, user_agent: str,
+                         replacing: str | None, amr: str
+                         ) -> tuple[str, SessionRecord, User]:
+        value, rec = await self.start_session(user, remember, ip, user_agent, amr=amr)
         self.events.emit("sign_in.succeeded", user_id=user.id, ip=ip, user_agent=user_agent,
-                         method="session", session_id=rec.id)
+                         method="session", session_id=rec.id, amr=amr)
         await self.end_session(replacing)
         return value, rec, user
 
@@ -64,9 +92,10 @@ class Sessions:
                 self.clock.now(), token_hash=digest(cookie_value)))
 
     async def start_session(self, user: User, remember: bool = False, ip: str = "",
-                            user_agent: str = "") -> tuple[str, SessionRecord]:
+                            user_agent: str = "", *, amr: str = "pwd",
+                            auth_time: float = 0.0) -> tuple[str, SessionRecord]:
         """A new session for ``user`` (whose credentials were checked): (cookie value,
-        record)."""
+        record). ``amr``: how (RFC 8176, space-separated); ``auth_time``: when (now)."""
         now = self.clock.now()
         s = self.settings
         value = new_secret()
@@ -75,7 +104,8 @@ class Sessions:
             id=new_id(), token_hash=digest(value), user_id=user.id,
             csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
             expires_at=now + ttl, idle_ttl=ttl if remember else s.session_idle_ttl,
-            remember=remember, ip=ip[:64], user_agent=user_agent[:512])
+            remember=remember, ip=ip[:64], user_agent=user_agent[:512], amr=amr,
+            auth_time=auth_time or now)
         evicted = await self.records.insert_session(rec, s.max_sessions_per_user, now,
                                                     self.last_seen)
         await self.revocations.publish(evicted)
@@ -104,7 +134,8 @@ class Sessions:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often
             rec.written_at = now
             await self.records.touch_session(rec.id, now)
-        return Principal(user=user, auth="session", scopes=self.role_scopes(user.roles),
+        return Principal(user=user, auth="session",
+                         scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
                          session=rec, csrf_token=rec.csrf_token, via_cookie=True)
 
     async def _load_session(self, key: str, now: float,
@@ -172,7 +203,8 @@ class Sessions:
             return None
         old = principal.session
         value, rec = await self.start_session(principal.user, old.remember, ip or old.ip,
-                                             user_agent or old.user_agent)
+                                             user_agent or old.user_agent, amr=old.amr,
+                                             auth_time=old.auth_time)
         await self.revocations.publish(await self.records.delete_sessions(
             self.clock.now(), session_id=old.id))
         return value, rec
@@ -234,8 +266,10 @@ class Sessions:
         rec = self.hot.sessions.get(token_hash)
         return rec.last_seen_at if rec is not None else None
 
-    def role_scopes(self, roles: tuple[str, ...]) -> tuple[str, ...]:
-        scopes = self._scopes.get(roles)
+    def role_scopes(self, roles: tuple[str, ...], mfa: bool = True) -> tuple[str, ...]:
+        """The scopes of ``roles`` (without ``mfa``: not those of MFA_REQUIRED_ROLES)."""
+        scopes = self._scopes.get((roles, mfa))
         if scopes is None:
-            scopes = self._scopes[roles] = tuple(self.settings.scopes_for(list(roles)))
+            scopes = self._scopes[roles, mfa] = tuple(self.settings.scopes_for(list(roles),
+                                                                               mfa))
         return scopes

@@ -3,6 +3,8 @@
 * the record store (:class:`RecordStore`, by area: :class:`UserStore`, :class:`SessionStore`,
   :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`) — SQL in
   :class:`authgate.store.records.Records` (SQLite or PostgreSQL);
+* second factors (:class:`FactorStore`) — :class:`authgate.store.factors.FactorRecords`,
+  part of ``Records``;
 * the session cache (:class:`SessionCache`) — Redis in
   :class:`authgate.store.redis_sessions.RedisSessions` (the in-process one is a
   :class:`authgate.hotstate.BoundedCache` in front of it);
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from authgate.models import Revocation, SessionRecord, TokenFamily, User
 
 if TYPE_CHECKING:
+    from authgate.store.factors import PendingSignIn, TotpFactor
     from authgate.store.shared import LastSeen
 
 
@@ -123,7 +126,40 @@ class RevocationLog(Protocol):
     async def bump_redis_epoch(self, now: float) -> int: ...
 
 
-class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, Protocol):
+class FactorStore(Protocol):
+    """Second factors: TOTP (secret already encrypted by the caller; the last accepted time
+    step), recovery codes (by HMAC), pending sign-ins (by the SHA-256 of the mfa_token)."""
+
+    async def totp_factor(self, user_id: str) -> TotpFactor | None: ...
+
+    async def put_unconfirmed_totp(self, user_id: str, secret_enc: str, now: float
+                                   ) -> bool: ...
+
+    async def accept_step(self, user_id: str, step: int) -> bool:
+        """Atomically: True when ``step`` is later than every step accepted before."""
+        ...
+
+    async def confirm_totp(self, user_id: str, code_hashes: list[str], now: float
+                           ) -> bool: ...
+
+    async def delete_factors(self, user_id: str) -> bool: ...
+
+    async def use_recovery_code(self, user_id: str, code_hash: str, now: float
+                                ) -> int | None: ...
+
+    async def recovery_codes_left(self, user_id: str) -> int: ...
+
+    async def insert_pending(self, pending: PendingSignIn, now: float) -> None: ...
+
+    async def get_pending(self, token_hash: str) -> PendingSignIn | None: ...
+
+    async def fail_pending(self, token_hash: str, max_failures: int) -> int: ...
+
+    async def take_pending(self, token_hash: str) -> bool: ...
+
+
+class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore,
+                  Protocol):
     """Every record area, plus the housekeeping that spans them."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]: ...

@@ -43,6 +43,9 @@ sessions = sa.Table(
     sa.Column("remember", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("ip", sa.String(64), nullable=False, server_default=""),
     sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+    # How the user signed in (RFC 8176 methods, space-separated) and when (v7).
+    sa.Column("amr", sa.String(64), nullable=False, server_default="pwd"),
+    sa.Column("auth_time", sa.Float, nullable=False, server_default="0"),
 )
 
 token_families = sa.Table(
@@ -57,6 +60,9 @@ token_families = sa.Table(
     sa.Column("revoked_at", sa.Float, nullable=True),
     sa.Column("ip", sa.String(64), nullable=False, server_default=""),
     sa.Column("user_agent", sa.String(512), nullable=False, server_default=""),
+    # The sign-in that started the family: every refresh keeps them (v7).
+    sa.Column("amr", sa.String(64), nullable=False, server_default="pwd"),
+    sa.Column("auth_time", sa.Float, nullable=False, server_default="0"),
 )
 
 refresh_tokens = sa.Table(
@@ -147,6 +153,41 @@ webhook_outbox = sa.Table(
     sa.Column("last_error", sa.String(200), nullable=False, server_default=""),
 )
 
+# Second factors (v7). A TOTP secret is stored only encrypted (AES-GCM under a key derived
+# from MFA_KEY, see authgate.core.factors); last_step is the last accepted RFC 6238 time
+# step (a code is never accepted twice).
+mfa_totp = sa.Table(
+    "mfa_totp", metadata,
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("secret_enc", sa.Text, nullable=False),
+    sa.Column("confirmed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_step", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# Single-use recovery codes: only their HMAC is stored.
+mfa_recovery_codes = sa.Table(
+    "mfa_recovery_codes", metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+# A first factor that passed, waiting for the second: the SHA-256 of the mfa_token.
+mfa_pending = sa.Table(
+    "mfa_pending", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("first_factor", sa.String(16), nullable=False),
+    sa.Column("data", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -190,6 +231,10 @@ def _lacks_parent_hash(conn: Connection) -> bool:
         "refresh_tokens")}
 
 
+def _lacks_amr(conn: Connection) -> bool:
+    return "amr" not in {c["name"] for c in sa.inspect(conn).get_columns("sessions")}
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, sessions, token families, refresh tokens, keys, revocation log",
@@ -209,5 +254,13 @@ MIGRATIONS: list[Migration] = [
         "DEFAULT pg_current_xact_id()",
         "CREATE INDEX IF NOT EXISTS ix_revocations_txid ON revocations (txid, id)"),
         dialects=("postgresql",)),
+    # Number 7 is self-contained (it does not depend on 6): a merge may renumber it.
+    Migration(7, "second factors (TOTP, recovery codes, pending sign-ins); amr/auth_time",
+              tables=(mfa_totp, mfa_recovery_codes, mfa_pending), statements=(
+        "ALTER TABLE sessions ADD COLUMN amr VARCHAR(64) DEFAULT 'pwd' NOT NULL",
+        "ALTER TABLE sessions ADD COLUMN auth_time FLOAT DEFAULT '0' NOT NULL",
+        "ALTER TABLE token_families ADD COLUMN amr VARCHAR(64) DEFAULT 'pwd' NOT NULL",
+        "ALTER TABLE token_families ADD COLUMN auth_time FLOAT DEFAULT '0' NOT NULL"),
+        needed=_lacks_amr),  # databases made before v7; v1 now creates the columns
 ]
 LATEST = MIGRATIONS[-1].version

@@ -16,7 +16,7 @@ def _session(row: RowMapping) -> SessionRecord:
         csrf_token=row["csrf_token"], created_at=row["created_at"],
         last_seen_at=row["last_seen_at"], expires_at=row["expires_at"],
         idle_ttl=row["idle_ttl"], remember=bool(row["remember"]), ip=row["ip"],
-        user_agent=row["user_agent"],
+        user_agent=row["user_agent"], amr=row["amr"], auth_time=row["auth_time"],
     )
 
 
@@ -30,7 +30,8 @@ class SessionRecords(SqlArea):
                 id=rec.id, token_hash=rec.token_hash, user_id=rec.user_id,
                 csrf_token=rec.csrf_token, created_at=rec.created_at,
                 last_seen_at=rec.last_seen_at, expires_at=rec.expires_at, idle_ttl=rec.idle_ttl,
-                remember=rec.remember, ip=rec.ip, user_agent=rec.user_agent))
+                remember=rec.remember, ip=rec.ip, user_agent=rec.user_agent, amr=rec.amr,
+                auth_time=rec.auth_time))
             return await evict(self.db, conn, rec.user_id, max_per_user, now, last_seen)
 
     async def get_session(self, token_hash: str) -> SessionRecord | None:

@@ -21,7 +21,7 @@ def _family(row: RowMapping) -> TokenFamily:
         id=row["id"], user_id=row["user_id"], scope=row["scope"],
         created_at=row["created_at"], last_seen_at=row["last_seen_at"],
         expires_at=row["expires_at"], revoked_at=row["revoked_at"], ip=row["ip"],
-        user_agent=row["user_agent"],
+        user_agent=row["user_agent"], amr=row["amr"], auth_time=row["auth_time"],
     )
 
 
@@ -33,7 +33,7 @@ class TokenRecords(SqlArea):
             await conn.execute(t.token_families.insert().values(
                 id=fam.id, user_id=fam.user_id, scope=fam.scope, created_at=fam.created_at,
                 last_seen_at=fam.last_seen_at, expires_at=fam.expires_at, ip=fam.ip,
-                user_agent=fam.user_agent))
+                user_agent=fam.user_agent, amr=fam.amr, auth_time=fam.auth_time))
             await conn.execute(t.refresh_tokens.insert().values(
                 token_hash=refresh_hash, family_id=fam.id, created_at=now,
                 expires_at=refresh_expires))

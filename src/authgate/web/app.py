@@ -136,6 +136,7 @@ class Hardening:
 _ROUTES = frozenset({
     "/auth/register", "/auth/login", "/auth/logout", "/auth/me", "/auth/sessions",
     "/auth/password", "/auth/token", "/auth/revoke", "/auth/verify", "/.well-known/jwks.json",
+    "/auth/mfa/totp", "/auth/mfa/totp/confirm", "/auth/login/mfa", "/login/mfa",
     "/login", "/account", "/healthz", "/readyz", "/livez", "/metrics", "/openapi.json", "/docs",
     "/static/authgate.css"})
 
@@ -217,7 +218,9 @@ PROTECTED = {("/auth/me", "get"): _EITHER, ("/auth/verify", "get"): _EITHER,
              ("/auth/logout", "post"): _EITHER, ("/auth/sessions", "get"): _EITHER,
              ("/auth/sessions", "delete"): _EITHER,
              ("/auth/sessions/{entry_id}", "delete"): _EITHER,
-             ("/auth/password", "post"): _EITHER}
+             ("/auth/password", "post"): _EITHER, ("/auth/mfa/totp", "post"): _EITHER,
+             ("/auth/mfa/totp", "delete"): _EITHER,
+             ("/auth/mfa/totp/confirm", "post"): _EITHER}
 
 
 def install_openapi_security(app: FastAPI, settings: Settings) -> None:

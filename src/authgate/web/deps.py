@@ -6,13 +6,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from fastapi import Depends, HTTPException
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
-from authgate.errors import AuthGateError
+from authgate.errors import AuthGateError, InsufficientUserAuthentication
 from authgate.models import Principal
 from authgate.web.authn import Accept, authenticate
 from authgate.web.errors import to_response
@@ -97,20 +98,40 @@ class _AnyScheme(_BearerScheme):
         return await self._check(request)
 
 
-def build_dependency(gate: AuthGate, via: str, scopes: list[str]) -> Dependency:
+def step_up_response(request: Request, exc: InsufficientUserAuthentication) -> Response:
+    """RFC 9470's 401 for an API client; a browser asking for a page (``Accept: text/html``)
+    is sent to sign in again and come back: ``/login?next=<this page>&reauth=1`` (the
+    pages' form; the new session carries the fresh ``amr`` / ``auth_time``)."""
+    if "text/html" in request.headers.get("accept", "") and request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}&reauth=1",
+                                status_code=303, headers={"Cache-Control": "no-store"})
+    return to_response(exc)
+
+
+def build_dependency(gate: AuthGate, via: str, scopes: list[str], *, mfa: bool = False,
+                     max_age: int | None = None) -> Dependency:
     if via not in ("any", "session", "token"):
         raise ValueError("via must be 'any', 'session' or 'token'")
+    if max_age is not None and (isinstance(max_age, bool) or not isinstance(max_age, int)
+                                or max_age < 0):
+        raise ValueError("max_age must be a number of seconds (int >= 0)")
     accept: Accept = via  # type: ignore[assignment]
     s = gate.settings
     engine = gate.engine
     challenge = session_challenge(s.session_cookie) if accept == "session" else None
     wanted = list(scopes)
+    step_up = mfa or max_age is not None
 
     async def check(request: Request) -> Principal:
         try:
             principal = await authenticate(engine, request, accept)
             if wanted:
                 engine.require_scopes(principal, wanted)
+            if step_up:
+                engine.require_auth(principal, mfa=mfa, max_age=max_age)
+        except InsufficientUserAuthentication as exc:
+            raise AuthGateHTTPException(exc, step_up_response(request, exc)) from None
         except AuthGateError as exc:
             raise AuthGateHTTPException(exc, to_response(exc, challenge=challenge)) from None
         return principal

@@ -9,6 +9,7 @@ middleware and the FastAPI dependencies. What an error looks like over HTTP (sta
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 
@@ -16,10 +17,12 @@ from authgate.errors import (
     AuthGateError,
     BadRequest,
     InsufficientScope,
+    InsufficientUserAuthentication,
     InvalidCredentials,
     InvalidGrant,
     InvalidRequest,
     InvalidToken,
+    MfaRequired,
     PayloadTooLarge,
     Throttled,
     UnsupportedMediaType,
@@ -56,6 +59,9 @@ class _OAuthTooLarge(InvalidRequest):
         super().__init__(exc.detail, reason=exc.reason)
         self.status = exc.status
 
+
+#: The ``acr_values`` a step-up to a second factor asks for (and the ``acr`` it gets).
+MFA_ACR = "mfa"
 
 _TOO_LARGE = (PayloadTooLarge, HeadersTooLarge)
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -99,10 +105,25 @@ def _error(exc: AuthGateError, oauth: bool, token_sent: bool,
         elif isinstance(exc, _TOO_LARGE):  # ... but a 413 / 431 keeps its status
             exc = _OAuthTooLarge(exc)
     log_refusal(exc)
-    body = ({"error": exc.code, "error_description": exc.detail} if oauth
+    body: dict[str, Any] = ({"error": exc.code, "error_description": exc.detail} if oauth
             else {"error": exc.code, "detail": exc.detail})
     headers = dict(NO_STORE)
-    if exc.status == 401:
+    status = exc.status
+    if isinstance(exc, MfaRequired):
+        body.update(mfa_token=exc.mfa_token)
+        if oauth:  # the client is not unauthenticated: it must use the mfa grant
+            status = 403
+        else:
+            body["methods"] = list(exc.methods)
+    if isinstance(exc, InsufficientUserAuthentication):  # RFC 9470 §3
+        challenge = (f'Bearer error="insufficient_user_authentication", '
+                     f'error_description="{exc.detail}"')
+        if exc.mfa:
+            challenge += f', acr_values="{MFA_ACR}"'
+        if exc.max_age is not None:
+            challenge += f", max_age={exc.max_age}"
+        headers["WWW-Authenticate"] = challenge
+    elif status == 401:
         headers["WWW-Authenticate"] = (challenge if challenge is not None
                                        else 'Bearer error="invalid_token"'
                                        if token_sent or isinstance(exc, InvalidToken)
@@ -112,7 +133,7 @@ def _error(exc: AuthGateError, oauth: bool, token_sent: bool,
         headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
     elif isinstance(exc, Throttled):
         headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(body, status_code=exc.status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def log_refusal(exc: AuthGateError) -> None:

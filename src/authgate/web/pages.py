@@ -24,6 +24,8 @@ from authgate.errors import (
     AuthGateError,
     BadRequest,
     CsrfError,
+    InvalidCode,
+    MfaRequired,
     NotAuthenticated,
     NotFound,
     Throttled,
@@ -40,6 +42,7 @@ from authgate.web.http import (
     set_cookie,
     set_session_cookie,
 )
+from authgate.web.mfa_pages import MFA_ACTIONS, account_context, mfa_action
 from authgate.web.parsing import read_form as read_form_fields
 from authgate.web.router import iso, set_device_cookie
 
@@ -69,7 +72,9 @@ EVENT_WORDS = {
     "family.revoked": "API token revoked", "password.changed": "Password changed",
     "refresh.reuse_detected": "A stolen API token was stopped", "user.created": "Account created",
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
-    "user.roles_changed": "Roles changed",
+    "user.roles_changed": "Roles changed", "mfa.enabled": "Authenticator app added",
+    "mfa.disabled": "Authenticator app removed", "mfa.failed": "Wrong sign-in code",
+    "mfa.recovery_code_used": "Recovery code used",
 }
 
 
@@ -130,6 +135,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
+                          reauth=request.query_params.get("reauth") == "1",
                           form_token=engine.macs.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
@@ -165,6 +171,10 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                 ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
                 device=get_cookie(request, s.device_cookie),
                 replacing=get_cookie(request, s.session_cookie))
+        except MfaRequired as exc:  # the second step: same nonce, the mfa_token
+            return render("login_mfa.html", 200, mfa_token=exc.mfa_token,
+                          next=safe_next(form.get("next")),
+                          form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
             return login_form(request, "Too many attempts. Try again in "
@@ -173,12 +183,51 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             exc.reason = "login form: " + (exc.reason or exc.code)
             log_refusal(exc)
             return login_form(request, "Invalid username or password.", 401, username)
+        return signed_in(form, value, rec, user.id)
+
+    def signed_in(form: dict[str, str], value: str, rec: Any, user_id: str) -> Response:
         response = RedirectResponse(safe_next(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
         set_session_cookie(response, s, value, rec)
-        set_device_cookie(response, engine, user.id)
+        set_device_cookie(response, engine, user_id)
         clear_cookie(response, login_cookie, secure=s.cookie_secure)
         return response
+
+    async def login_mfa_page(request: Request) -> Response:
+        """The form's second step: the code, with the mfa_token of the first."""
+        form = await read_form(request)
+        if form is None:
+            return unreadable()
+        nonce = form_nonce(request, NONCE_TTL) or ""
+        try:
+            check_origin(request, s)
+            check_csrf(request, s, engine.macs.mac("login-form", nonce) if nonce else None,
+                       sent=form.get("form_token", ""))
+        except CsrfError as exc:
+            exc.reason = f"login form (second step): {exc.reason}"
+            log_refusal(exc)
+            return login_form(request, "This form expired or came from another site. "
+                              "Please sign in again.", 403)
+        token = form.get("mfa_token", "")
+        try:
+            value, rec, user = await engine.sessions.login_mfa(
+                token, form.get("code", ""), ip=client_ip(request, s),
+                user_agent=request.headers.get("user-agent", ""),
+                replacing=get_cookie(request, s.session_cookie))
+        except InvalidCode as exc:
+            log_refusal(exc)
+            return render("login_mfa.html", 401, mfa_token=token,
+                          error="That code is not right.", next=safe_next(form.get("next")),
+                          form_token=engine.macs.mac("login-form", nonce))
+        except Throttled as exc:
+            log_refusal(exc)
+            return render("login_mfa.html", 429, mfa_token=token, next=safe_next(
+                form.get("next")), form_token=engine.macs.mac("login-form", nonce),
+                error=f"Too many attempts. Try again in {exc.retry_after} seconds.")
+        except AuthGateError as exc:
+            log_refusal(exc)
+            return login_form(request, "That sign-in expired. Please sign in again.", 401)
+        return signed_in(form, value, rec, user.id)
 
     async def current(request: Request) -> Principal | None:
         try:
@@ -195,11 +244,11 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         if principal is None:
             return to_login(request)
         entries = await engine.sessions.sign_ins(principal)
-        events = await engine.audit.list_events(user_id=principal.user.id, limit=20)
+        stored = await engine.audit.list_events(user_id=principal.user.id, limit=20)
+        events = [{"type": ev.type, "at": iso(ev.at), "ip": ev.ip,
+                   "what": EVENT_WORDS.get(ev.type, ev.type)} for ev in reversed(stored)]
         return render("account.html", user=principal.user, principal=principal,
-                      events=[{"type": ev.type, "at": iso(ev.at), "ip": ev.ip,
-                               "what": EVENT_WORDS.get(ev.type, ev.type)}
-                              for ev in reversed(events)],
+                      events=events, **await account_context(engine, principal, events),
                       csrf=principal.csrf_token, notice=request.query_params.get("done"),
                       entries=[{"id": e.id, "kind": e.kind, "current": e.current,
                                 "ip": e.ip, "user_agent": e.user_agent,
@@ -221,6 +270,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return render("message.html", 403, title="Request refused",
                           message="That request came from another site or an old page.")
         action = request.path_params["action"]
+        if action in MFA_ACTIONS:
+            return await mfa_action(engine, request, principal, action, form, render)
         if action == "logout":
             await engine.sessions.logout(principal)
             return _logged_out(s)
@@ -249,6 +300,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
 
     return [
         Route("/login", login_page, methods=["GET", "POST"], name="login"),
+        Route("/login/mfa", login_mfa_page, methods=["POST"]),
         Route("/account", account, methods=["GET"]),
         Route("/account/{action}", account_action, methods=["POST"]),
         Route("/static/authgate.css", stylesheet, methods=["GET"]),

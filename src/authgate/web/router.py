@@ -39,6 +39,7 @@ from authgate.web.http import (
     set_cookie,
     set_session_cookie,
 )
+from authgate.web.mfa_routes import add_mfa_routes
 from authgate.web.parsing import check_fields, read_params
 
 
@@ -95,9 +96,12 @@ LOGIN = _obj({**CREDENTIALS["properties"], "remember": {"type": "boolean"}},
              ["username", "password"])
 PASSWORD = _obj({"current_password": _STR, "new_password": _STR},
                 ["current_password", "new_password"])
-TOKEN = _obj({"grant_type": {"type": "string", "enum": ["password", "refresh_token"]},
+MFA_GRANT = "urn:authgate:grant-type:mfa"
+TOKEN = _obj({"grant_type": {"type": "string",
+                             "enum": ["password", "refresh_token", MFA_GRANT]},
               "username": _STR, "password": _STR, "refresh_token": _STR, "scope": _STR,
-              "cookie": {"type": "boolean"}}, ["grant_type"])
+              "mfa_token": _STR, "code": _STR, "cookie": {"type": "boolean"}},
+             ["grant_type"])
 REVOKE = _obj({"token": _STR, "token_type_hint": _STR}, ["token"])
 
 
@@ -206,8 +210,10 @@ def build_router(engine: Engine) -> APIRouter:
         # client_id/client_secret: sent by OAuth tools such as Swagger UI; authgate's
         # clients are public (RFC 6749 §2.1), so they are accepted and not used.
         check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
-                            "cookie", "client_id", "client_secret"})
+                            "cookie", "client_id", "client_secret", "mfa_token", "code"})
         grant = data.get("grant_type")
+        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data):
+            raise InvalidRequest("mfa_token and code belong to the mfa grant only")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):
             cookie = True
@@ -237,12 +243,18 @@ def build_router(engine: Engine) -> APIRouter:
                     refresh, ip=ip, csrf=request.headers.get("x-csrf-token", ""))
             else:
                 pair = await engine.grants.refresh_grant(refresh, ip=ip)
+        elif grant == MFA_GRANT:
+            if "mfa_token" not in data or "code" not in data:
+                raise InvalidRequest("mfa_token and code are required")
+            pair = await engine.grants.mfa_grant(
+                data["mfa_token"], data["code"], ip=ip,
+                user_agent=request.headers.get("user-agent", ""))
         elif grant is None:
             raise InvalidRequest("grant_type is required")
         else:
             raise UnsupportedGrantType()
         response = token_response(pair, cookie)
-        if grant == "password":
+        if grant in ("password", MFA_GRANT):
             set_device_cookie(response, engine, pair.claims["sub"])
         return response
 
@@ -274,6 +286,7 @@ def build_router(engine: Engine) -> APIRouter:
                          summary="Forward-auth for reverse proxies")
     router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
                          methods=["GET"], summary="Public signing keys (JWKS)")
+    add_mfa_routes(router, engine)
     return router
 
 
@@ -302,6 +315,7 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
         wanted = request.query_params.get("scope")
         if wanted:
             engine.require_scopes(principal, wanted.split())
+        step_up(engine, principal, request.query_params)
         return Response(status_code=200, headers={
             **NO_STORE,
             "X-Auth-User-Id": principal.user.id,
@@ -309,6 +323,7 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
             "X-Auth-Roles": ",".join(principal.user.roles),
             "X-Auth-Scopes": " ".join(principal.scopes),
             "X-Auth-Method": principal.auth,
+            "X-Auth-Amr": " ".join(principal.amr),
         })
 
     async def jwks(request: Request) -> Response:
@@ -322,9 +337,25 @@ def me_json(principal: Principal) -> dict[str, Any]:
     body: dict[str, Any] = {"id": principal.user.id, "username": principal.user.username,
                             "roles": list(principal.user.roles),
                             "scopes": list(principal.scopes), "auth": principal.auth}
+    body["amr"] = list(principal.amr)
+    if principal.auth_time is not None:
+        body["auth_time"] = int(principal.auth_time)
     if principal.csrf_token is not None:
         body["csrf_token"] = principal.csrf_token
     return body
+
+
+def step_up(engine: Engine, principal: Principal, query: Any) -> None:
+    """``?mfa=1`` and ``?max_age=N`` of ``/auth/verify``: RFC 9470 step-up."""
+    mfa = query.get("mfa", "") in ("1", "true")
+    raw = query.get("max_age")
+    max_age: int | None = None
+    if raw is not None:
+        if not raw.isdigit() or len(raw) > 9:
+            raise InvalidRequest("max_age must be a number of seconds")
+        max_age = int(raw)
+    if mfa or max_age is not None:
+        engine.require_auth(principal, mfa=mfa, max_age=max_age)
 
 
 #: What ``X-Auth-Username`` carries as is: printable ASCII except ``%`` and ``+``.
