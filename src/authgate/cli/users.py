@@ -118,5 +118,5 @@ def users_roles(username: str, roles: tuple[str, ...], config: str | None) -> No
 def users_mfa_reset(username: str, config: str | None) -> None:
     """Remove USERNAME's second factors (a lost authenticator app and recovery codes); every
     session and token of theirs ends."""
-    _with_user(config, username, lambda e, u: e.factors.reset(u))
+    _with_user(config, username, lambda g, u: g.factors.reset(u))
     click.echo(f"second factors removed for {username}; their sessions and tokens ended")
