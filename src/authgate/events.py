@@ -38,6 +38,13 @@ CATALOGUE: dict[str, str] = {
     "user.disabled": "a user was disabled: every session and token ended",
     "user.enabled": "a user was enabled again",
     "user.roles_changed": "a user's roles were set",
+    "user.deleted": "a user deleted their account (with everything it held)",
+    "email.verification_sent": "a verification mail was queued",
+    "email.verified": "an email address was verified (its link was used)",
+    "email.change_requested": "a change of address was asked for (confirmation mailed)",
+    "email.changed": "an email address change was confirmed (the new address's link)",
+    "password.reset_requested": "a password-reset mail was queued (forgot password)",
+    "password.reset": "a password was reset with a mailed token: every sign-in ended",
     "key.rotated": "a new signing key was added",
     "key.exported": "a token-encryption private key was exported (keys export-decryption-key)",
 }

@@ -30,14 +30,18 @@ def _read_password(from_stdin: bool) -> str:
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--role", "roles", multiple=True, help="A role (repeat for more).")
+@click.option("--email", default=None, help="The user's email address (unverified).")
 @config_option
 def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
-                 config: str | None) -> None:
+                 email: str | None, config: str | None) -> None:
     """Create USERNAME."""
+    from authgate.core.account import clean_email
+
     password = _read_password(password_stdin)
 
     async def job(engine: Any) -> Any:
-        return await engine.users.create_user(username, password, list(roles))
+        address = clean_email(email) if email is not None else None
+        return await engine.users.create_user(username, password, list(roles), email=address)
 
     user = _run(config, job)
     click.echo(f"created user {user.username} ({user.id})")
@@ -54,11 +58,14 @@ def users_list(as_json: bool, config: str | None) -> None:
     found = _run(config, job)
     if as_json:
         click.echo(json.dumps([{"id": u.id, "username": u.username, "roles": list(u.roles),
-                                "disabled": u.disabled} for u in found]))
+                                "disabled": u.disabled, "email": u.email,
+                                "email_verified": u.email_verified} for u in found]))
         return
     for u in found:
         state = "disabled" if u.disabled else "active"
-        click.echo(f"{u.username}\t{u.id}\t{state}\t{','.join(u.roles)}")
+        email = f"{u.email} ({'verified' if u.email_verified else 'unverified'})" \
+            if u.email else "-"
+        click.echo(f"{u.username}\t{u.id}\t{state}\t{','.join(u.roles)}\t{email}")
 
 
 def _with_user(config: str | None, username: str,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.core.credentials import Macs, hash_for_log
-from authgate.errors import InvalidCredentials, Throttled
+from authgate.errors import EmailNotVerified, InvalidCredentials, Throttled
 from authgate.events import Events
 from authgate.metrics import Metrics
 from authgate.models import User
@@ -30,9 +30,10 @@ class SignIn:
     events: Events
     metrics: Metrics
     macs: Macs
+    require_verified: bool = False  # REQUIRE_VERIFIED_EMAIL
 
     async def check_password(self, username: Any, password: Any, ip: str, *,
-                             device: str | None = None) -> User:
+                             device: str | None = None, sign_in: bool = True) -> User:
         """The user these credentials name, or :class:`InvalidCredentials` (the same for an
         unknown user, a wrong password and a disabled user, in the same time), or
         :class:`Throttled`. ``device``: the request's device cookie, if any.
@@ -70,6 +71,9 @@ class SignIn:
         if self.hasher.needs_rehash(stored):
             await self.records.set_password_hash_if(user.id, stored,
                                                     await self.hasher.hash(password))
+        if sign_in and self.require_verified and not user.email_verified:
+            # The password was right, so saying why tells nothing to a guesser.
+            raise EmailNotVerified()
         return user
 
     def device_cookie(self, user_id: str) -> str:

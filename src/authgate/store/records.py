@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from authgate.store import schema as t
+from authgate.store.mail import MailRecords
 from authgate.store.revlog import RevocationLogRecords
 from authgate.store.sessions import SessionRecords
 from authgate.store.shared import LastSeen
@@ -18,7 +19,8 @@ from authgate.store.users import UserRecords, username_key
 __all__ = ["LastSeen", "Records", "username_key"]
 
 
-class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords):
+class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords,
+              MailRecords):
     """The engine's durable state: users, sessions, token families and refresh tokens, the
     ``jti`` denylist, signing keys and secrets, the revocation log; and their purge."""
 
@@ -36,4 +38,5 @@ class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationL
             counts["denied_jtis"] = (await conn.execute(t.denied_jtis.delete().where(
                 t.denied_jtis.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
+        counts["mail_tokens"] = await self.purge_mail_tokens(now)
         return counts

@@ -1,0 +1,51 @@
+"""Mail bodies from Jinja2 templates: ``<name>.subject.txt``, ``<name>.txt`` and
+``<name>.html`` under the package's ``mail/templates``; a file of the same name in
+``MAIL_TEMPLATES_DIR`` overrides the package's."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+#: The templates and what each is for (the context each gets is in core/account.py).
+TEMPLATES = {
+    "verify": "confirm the address of a new account (a link with a token)",
+    "change": "confirm a new address (a link with a token)",
+    "change_notice": "tell the old address that a change was asked for (no token)",
+    "reset": "reset a forgotten password (a link with a token)",
+    "test": "authgate mail test",
+}
+
+
+class Renderer:
+    def __init__(self, override_dir: Path | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if override_dir is not None:
+            loaders.append(jinja2.FileSystemLoader(str(override_dir)))
+        loaders.append(jinja2.PackageLoader("authgate.mail", "templates"))
+        loader = jinja2.ChoiceLoader(loaders)
+        self.text = jinja2.Environment(loader=loader, autoescape=False,  # noqa: S701 (plain text)
+                                       keep_trailing_newline=True,
+                                       undefined=jinja2.StrictUndefined)
+        self.html = jinja2.Environment(loader=loader, autoescape=True,
+                                       undefined=jinja2.StrictUndefined)
+
+    def message(self, template: str, context: dict[str, Any], *, to: str,
+                sender: str) -> EmailMessage:
+        """The mail (plain text and HTML alternatives) of ``template`` for ``context``."""
+        subject = self.text.get_template(f"{template}.subject.txt").render(context)
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = to
+        msg["Subject"] = " ".join(subject.split())
+        msg["Date"] = formatdate(localtime=False, usegmt=True)
+        domain = sender.rpartition("@")[2].strip(" >") or "localhost"
+        msg["Message-ID"] = make_msgid(domain=domain)
+        msg.set_content(self.text.get_template(f"{template}.txt").render(context))
+        msg.add_alternative(self.html.get_template(f"{template}.html").render(context),
+                            subtype="html")
+        return msg
