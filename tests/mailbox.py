@@ -101,6 +101,7 @@ class Mailbox:
                  login: tuple[str, str] | None = None) -> None:
         self.port = free_port()
         self.received: list[Received] = []
+        self.logins: list[str] = []
         self.lock = threading.Lock()
         self.tls = tls
         self.certs = certs
@@ -124,6 +125,8 @@ class Mailbox:
                       auth_data: Any) -> AuthResult:
         ok = (isinstance(auth_data, LoginPassword) and self.login is not None
               and (auth_data.login.decode(), auth_data.password.decode()) == self.login)
+        if ok:
+            self.logins.append(auth_data.login.decode())
         return AuthResult(success=ok)
 
     def start(self) -> Mailbox:
@@ -134,6 +137,11 @@ class Mailbox:
             kwargs.update(ssl_context=self._context())
         if self.login is not None:
             kwargs.update(authenticator=self._authenticate, auth_required=True)
+            if self.tls == "implicit":
+                # aiosmtpd knows TLS only from STARTTLS (and warns when AUTH is required
+                # without it): the socket is TLS from the start, AUTH is offered, and
+                # ``logins`` shows that the client used it.
+                kwargs.update(auth_require_tls=False, auth_required=False)
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port,
                                      **kwargs)
         self.controller.start()

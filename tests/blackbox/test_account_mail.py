@@ -8,8 +8,8 @@ import sqlite3
 import statistics
 import time
 import uuid
-from contextlib import closing
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 import httpx
