@@ -288,7 +288,8 @@ def test_me_shape_for_a_session(server: Server) -> None:
     r = c.get("/auth/me")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"id", "username", "roles", "scopes", "auth", "csrf_token"}
+    assert set(body) == {"id", "username", "roles", "scopes", "auth", "csrf_token", "email",
+                         "email_verified"}  # contract §7 added the address
     assert body["username"] == username and body["auth"] == "session"
     assert body["roles"] == [] and body["scopes"] == []
 
