@@ -199,7 +199,7 @@ def account_pages(engine: Engine, render: Render, current: Current) -> list[Base
             refused(exc, "account form")
             return message("Request refused",
                            "That request came from another site or an old page.", 403)
-        action = request.path_params["action"]
+        action = request.url.path.rsplit("/", 1)[1]
         ip = client_ip(request, s)
         try:
             if action == "email":

@@ -137,7 +137,9 @@ _ROUTES = frozenset({
     "/auth/register", "/auth/login", "/auth/logout", "/auth/me", "/auth/sessions",
     "/auth/password", "/auth/token", "/auth/revoke", "/auth/verify", "/.well-known/jwks.json",
     "/login", "/account", "/healthz", "/readyz", "/livez", "/metrics", "/openapi.json", "/docs",
-    "/static/authgate.css"})
+    "/static/authgate.css", "/auth/email", "/auth/email/verification", "/auth/email/verify",
+    "/auth/password/forgot", "/auth/password/reset", "/auth/account", "/register",
+    "/forgot-password", "/reset-password", "/verify-email"})
 
 
 def route_label(path: str) -> str:

@@ -69,7 +69,10 @@ EVENT_WORDS = {
     "family.revoked": "API token revoked", "password.changed": "Password changed",
     "refresh.reuse_detected": "A stolen API token was stopped", "user.created": "Account created",
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
-    "user.roles_changed": "Roles changed",
+    "user.roles_changed": "Roles changed", "email.verification_sent": "Verification mail sent",
+    "email.verified": "Email address verified",
+    "email.change_requested": "Address change requested", "email.changed": "Address changed",
+    "password.reset_requested": "Password reset requested", "password.reset": "Password reset",
 }
 
 
@@ -130,6 +133,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
+                          register=s.open_registration, done=request.query_params.get("done"),
                           form_token=engine.macs.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
@@ -247,7 +251,10 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return Response(css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    from authgate.web.account_pages import account_pages
+
     return [
+        *account_pages(engine, render, current),
         Route("/login", login_page, methods=["GET", "POST"], name="login"),
         Route("/account", account, methods=["GET"]),
         Route("/account/{action}", account_action, methods=["POST"]),
