@@ -363,3 +363,16 @@ def test_require_verified_email(make_server: Any, mailbox: Mailbox) -> None:
     assert post(srv, "/auth/email/verify", {"token": token}).status_code == 200
     with srv.client() as c:
         assert c.login(name, password).status_code == 200
+
+
+def test_address_and_username_share_one_account_throttle(server: Server,
+                                                         mailbox: Mailbox) -> None:
+    name, password, email = verified_user(server, mailbox)
+    codes = []
+    with server.client() as c:
+        for i in range(12):
+            codes.append(c.login(name if i % 2 else email.upper(), "wrong password!").status_code)
+            if codes[-1] == 429:
+                break
+    # The default lock threshold is 5 straight failures, whichever name they used.
+    assert codes[-1] == 429 and len(codes) <= 6, codes

@@ -45,9 +45,12 @@ class SignIn:
         account = username_key(username)[:MAX_USERNAME_LENGTH] if username else ""
         found = None
         counter = None
-        if device is not None and len(username) <= MAX_USERNAME_LENGTH:
-            found = await self.records.user_with_hash(username)
-            counter = self._device_counter(found[0].id, device) if found else None
+        looked_up = False
+        if (device is not None or "@" in username) and len(username) <= MAX_USERNAME_LENGTH:
+            found, looked_up = await self.records.user_with_hash(username), True
+            counter = self._device_counter(found[0].id, device) if found and device else None
+            if found is not None:  # an address counts on its account's username
+                account = username_key(found[0].username)[:MAX_USERNAME_LENGTH]
         address = address_key(ip)
         wait = await self.throttle.reserve(account, address, counter)
         if wait:
@@ -58,7 +61,7 @@ class SignIn:
                 or len(normalize(password)) > MAX_PASSWORD_LENGTH
                 or len(username) > MAX_USERNAME_LENGTH):
             raise InvalidCredentials()
-        if counter is None:
+        if not looked_up:
             found = await self.records.user_with_hash(username)
         ok = await self.hasher.verify(found[1] if found else None, password)
         if not ok or found is None or found[0].disabled:
