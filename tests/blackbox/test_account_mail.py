@@ -367,7 +367,7 @@ def test_require_verified_email(make_server: Any, mailbox: Mailbox) -> None:
 
 def test_address_and_username_share_one_account_throttle(server: Server,
                                                          mailbox: Mailbox) -> None:
-    name, password, email = verified_user(server, mailbox)
+    name, _, email = verified_user(server, mailbox)
     codes = []
     with server.client() as c:
         for i in range(12):
