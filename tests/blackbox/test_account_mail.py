@@ -376,3 +376,33 @@ def test_address_and_username_share_one_account_throttle(server: Server,
                 break
     # The default lock threshold is 5 straight failures, whichever name they used.
     assert codes[-1] == 429 and len(codes) <= 6, codes
+
+
+def test_every_step_is_in_the_audit_trail(server: Server, mailbox: Mailbox) -> None:
+    from tests.blackbox.test_audit_webhooks import audit_list
+
+    name, password, email = verified_user(server, mailbox)
+    user_id = httpx.post(f"{server.url}/auth/login", json={
+        "username": name, "password": password}).json()["user"]["id"]
+    post(server, "/auth/password/forgot", {"email": email})
+    token = mailbox.wait(email, 2)[1].token("reset-password")
+    new = new_password()
+    assert post(server, "/auth/password/reset", {"token": token, "new_password": new}
+                ).status_code == 204
+    c = login(server, name, new)
+    other = address()
+    assert c.unsafe("PUT", "/auth/email", json={"email": other, "current_password": new}
+                    ).status_code == 202
+    post(server, "/auth/email/verify", {"token": mailbox.wait(other)[0].token("verify-email")})
+    assert c.unsafe("DELETE", "/auth/account", json={"current_password": new}).status_code == 204
+    wanted = ["user.created", "email.verification_sent", "email.verified",
+              "password.reset_requested", "password.changed", "password.reset",
+              "email.change_requested", "email.changed", "user.deleted"]
+
+    def seen() -> list[str]:
+        return [e["type"] for e in audit_list(server) if e["user_id"] == user_id]
+
+    assert eventually(lambda: set(wanted) <= set(seen()), within=3), seen()
+    types = seen()
+    assert [t for t in types if t in wanted] == wanted, types
+    assert all(token not in str(e) for e in audit_list(server))
