@@ -222,6 +222,11 @@ def test_cli_users_with_email(make_server: Any) -> None:
                    "--email", "not an address", input=password + "\n")
     assert done.returncode == 1
     one_line_error(done.stderr)
+    vouched = f"v-{uuid.uuid4().hex[:8]}"
+    done = srv.cli("users", "create", vouched, "--password-stdin", "--email",
+                   "vouched@example.com", "--email-verified", input=password + "\n")
+    assert done.returncode == 0, done.stderr
+    assert "vouched@example.com (verified)" in srv.cli("users", "list").stdout
 
 
 def test_a_database_of_the_previous_release_gets_addresses(tmp_path: Path,

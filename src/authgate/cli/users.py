@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from authgate.cli.base import _run, config_option, main
+from authgate.cli.base import _run, config_option, fail, main
 from authgate.errors import AuthGateError
 
 
@@ -31,17 +31,24 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--role", "roles", multiple=True, help="A role (repeat for more).")
 @click.option("--email", default=None, help="The user's email address (unverified).")
+@click.option("--email-verified", is_flag=True,
+              help="The operator vouches for --email: it counts as verified.")
 @config_option
 def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
-                 email: str | None, config: str | None) -> None:
+                 email: str | None, email_verified: bool, config: str | None) -> None:
     """Create USERNAME."""
     from authgate.core.account import clean_email
 
+    if email_verified and email is None:
+        fail("--email-verified needs --email", 2)
     password = _read_password(password_stdin)
 
     async def job(engine: Any) -> Any:
         address = clean_email(email) if email is not None else None
-        return await engine.users.create_user(username, password, list(roles), email=address)
+        user = await engine.users.create_user(username, password, list(roles), email=address)
+        if email_verified:
+            await engine.records.update_user(user.id, email_verified=True)
+        return user
 
     user = _run(config, job)
     click.echo(f"created user {user.username} ({user.id})")
