@@ -140,7 +140,7 @@ class Account:
         address = clean_email(email)
         key = email_key(address)
         user = await self.records.user_by_email(address)
-        await self._limit(f"addr:{key}", "mail-addr")
+        await self._limit(f"addr:{key}", "mailaddr")
         await self._limit(user.id if user is not None else f"addr:{key}")
         if user is None or user.disabled or user.email is None:
             await self.records.same_work(self.clock.now())
@@ -201,7 +201,9 @@ class Account:
         return {"username": user.username, "site_url": self.settings.public_url,
                 "site": urlsplit(self.settings.public_url).netloc}
 
-    async def _limit(self, key: str, bucket: str = "mail-acct") -> None:
+    async def _limit(self, key: str, bucket: str = "mailacct") -> None:
+        """At most MAIL_LIMIT per MAIL_WINDOW for ``key`` (hashed: no address is stored in
+        the throttle table). Buckets are at most 8 characters (the throttle's scope)."""
         s = self.settings.mail
         hashed = hashlib.sha256(f"{bucket}|{key}".encode()).hexdigest()
         wait = await self.signin.throttle.hit(bucket, hashed, s.limit, float(s.window))
