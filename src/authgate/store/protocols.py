@@ -1,7 +1,7 @@
 """The storage extension points, as small protocols: what the engine needs of each store.
 
 * the record store (:class:`RecordStore`, by area: :class:`UserStore`, :class:`SessionStore`,
-  :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`) — SQL in
+  :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`, :class:`MailStore`) — SQL in
   :class:`authgate.store.records.Records` (SQLite or PostgreSQL);
 * the session cache (:class:`SessionCache`) — Redis in
   :class:`authgate.store.redis_sessions.RedisSessions` (the in-process one is a
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from authgate.models import SessionRecord, TokenFamily, User
 
 if TYPE_CHECKING:
+    from authgate.store.mail import Mail, MailToken
     from authgate.store.shared import LastSeen
 
 
@@ -50,6 +51,33 @@ class UserStore(Protocol):
     async def cut_off_user(self, user_id: str, at: float, **values: Any) -> None:
         """Refuse the user's access tokens issued before ``at``; logged as a revocation."""
         ...
+
+    async def user_by_email(self, email: str) -> User | None: ...
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user and everything that belongs to them."""
+        ...
+
+
+class MailStore(Protocol):
+    """Single-use mail tokens (only their hashes) and the mails carrying them."""
+
+    async def queue_mail(self, mails: list[Mail], now: float, token: MailToken | None = None,
+                         *, replaces: str | None = None) -> None:
+        """Store ``token`` and queue ``mails`` in one transaction (ending the user's unused
+        tokens of purpose ``replaces`` first)."""
+        ...
+
+    async def same_work(self, now: float) -> None: ...
+
+    async def mail_token(self, token_hash: str) -> MailToken | None: ...
+
+    async def use_mail_token(self, token_hash: str, purposes: tuple[str, ...],
+                             now: float) -> MailToken | None:
+        """Mark an unused, unexpired token used; of concurrent uses exactly one wins."""
+        ...
+
+    async def end_mail_tokens(self, user_id: str, purpose: str, now: float) -> None: ...
 
 
 class SessionStore(Protocol):
@@ -123,7 +151,8 @@ class RevocationLog(Protocol):
     async def bump_redis_epoch(self, now: float) -> int: ...
 
 
-class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, Protocol):
+class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, MailStore,
+                  Protocol):
     """Every record area, plus the housekeeping that spans them."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]: ...
