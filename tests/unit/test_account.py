@@ -131,3 +131,18 @@ def test_templates_escape_html_and_can_be_overridden(tmp_path: Path) -> None:
     msg = Renderer(tmp_path).message("verify", {**ctx, "username": "ann"}, to="a@example.com",
                                      sender="x@example.com")
     assert msg["Subject"] == "Hi ann"
+
+
+async def test_a_mail_whose_link_expired_unsent_is_abandoned(make_engine: EngineFactory,
+                                                             clock: ManualClock) -> None:
+    engine = await quiet(make_engine, reset_token_ttl=600)
+    await engine.account.register("slow", PASSWORD)
+    await engine.account.forgot("slow@example.com", "127.0.0.1")  # nobody: nothing queued
+    await engine.records.update_user((await engine.users.user_by_name("slow")).id,  # type: ignore[union-attr]
+                                     email="slow@example.com")
+    await engine.account.forgot("slow@example.com", "127.0.0.1")
+    assert await engine.mailer.outbox.depth() == 1
+    clock.advance(601)
+    assert await engine.mailer.send_due() == 0
+    assert await engine.mailer.outbox.depth() == 0
+    assert await engine.mailer.outbox.pending() == []

@@ -189,7 +189,8 @@ class Account:
         page = "reset-password" if purpose == "reset" else "verify-email"
         context = {**self._context(user), "email": to,
                    "link": f"{self.settings.public_url}/{page}",
-                   "ttl_minutes": ttl // 60, "ttl_hours": ttl // 3600}
+                   "ttl_minutes": ttl // 60, "ttl_hours": ttl // 3600,
+                   "expires_at": now + ttl}  # the sender gives up on the mail after this
         mail = Mail(to=to, template=purpose, context=context,
                     secret=self.sealer.seal("mail", token))
         await self.records.queue_mail([mail, *(others or [])], now, rec, replaces=purpose)

@@ -39,8 +39,15 @@ class MailSender(OutboxSender[RowMapping]):
         return await self.outbox.claim(now, lease)
 
     async def deliver(self, row: RowMapping) -> int:
+        context: dict[str, Any] = json.loads(row["context"])
+        if context.get("expires_at", float("inf")) <= self.clock.now():
+            # The link in it no longer works: sending it now would only confuse.
+            await self.outbox.delivered(row["id"], self.clock.now(), secret=None,
+                                        last_error="abandoned: its link expired unsent")
+            log.warning("mail %s to %s abandoned: its link expired before it could be sent",
+                        row["id"], row["to_addr"], extra={"mail": row["id"]})
+            return 0
         try:
-            context: dict[str, Any] = json.loads(row["context"])
             if row["secret"]:
                 token = self.sealer.open("mail", row["secret"])
                 context["link"] = f"{context['link']}?token={token}"
