@@ -256,3 +256,20 @@ def test_a_database_of_the_previous_release_gets_addresses(tmp_path: Path,
         c.close()
     finally:
         srv.stop()
+
+
+def test_other_instances_see_a_verified_address(make_server: Any, boxes: list[Mailbox],
+                                                pg_url: str) -> None:
+    box = Mailbox().start()
+    boxes.append(box)
+    a = make_server(smtp_url=box.url, database_url=pg_url)
+    b = make_server(smtp_url=box.url, database_url=pg_url)
+    email = address()
+    name, password = register(a, email)
+    c = b.client()
+    assert c.login(name, password).status_code == 200
+    assert c.get("/auth/me").json()["email_verified"] is False  # cached on b now
+    token = box.wait(email)[0].token("verify-email")
+    assert httpx.post(f"{a.url}/auth/email/verify", json={"token": token}).status_code == 200
+    assert eventually(lambda: c.get("/auth/me").json()["email_verified"] is True, within=1.0)
+    c.close()

@@ -102,10 +102,12 @@ class Account:
         if rec.purpose == "verify":
             if user.email is None or email_key(user.email) != email_key(rec.email):
                 raise InvalidMailToken(reason="the address changed since the mail was sent")
-            await self.records.update_user(user.id, email_verified=True)
+            await self.records.update_user(user.id, logged_at=self.clock.now(),
+                                           email_verified=True)
             self.events.emit("email.verified", user_id=user.id)
         else:
-            await self.records.update_user(user.id, email=rec.email, email_verified=True)
+            await self.records.update_user(user.id, logged_at=self.clock.now(), email=rec.email,
+                                           email_verified=True)
             await self.records.end_mail_tokens(user.id, "verify", self.clock.now())
             self.events.emit("email.changed", user_id=user.id)
         await self.revocations.publish([Revocation("user", user.id)])
@@ -161,7 +163,8 @@ class Account:
         await self.users.set_password(user, new_password, actor="user")
         if user.email and email_key(user.email) == email_key(rec.email) \
                 and not user.email_verified:
-            await self.records.update_user(user.id, email_verified=True)  # it got the mail
+            await self.records.update_user(user.id, logged_at=self.clock.now(),
+                                           email_verified=True)  # the mail reached it
             await self.revocations.publish([Revocation("user", user.id)])
         self.events.emit("password.reset", user_id=user.id)
 

@@ -109,11 +109,16 @@ class UserRecords(SqlArea):
                     ).mappings().all()
         return [_user(r) for r in rows]
 
-    async def update_user(self, user_id: str, **values: Any) -> bool:
+    async def update_user(self, user_id: str, *, logged_at: float | None = None,
+                          **values: Any) -> bool:
+        """Set ``values``; with ``logged_at``, log ``user:<id>`` in the same transaction
+        (every process drops its cached copy of the user, even one that missed the bus)."""
         try:
             async with self.db.write() as conn:
                 result = await conn.execute(
                     t.users.update().where(t.users.c.id == user_id).values(**_columns(values)))
+                if logged_at is not None and result.rowcount:
+                    await self._log(conn, [f"user:{user_id}"], logged_at)
         except IntegrityError as exc:
             raise _taken(exc) from None
         return bool(result.rowcount)
