@@ -29,6 +29,10 @@ class OutboxSender(ABC, Generic[Row]):
     """Claims due rows, delivers them, records the outcome; one task per process."""
 
     name = "outbox"
+    #: Rows claimed at a time, and claims per round: a claim's rows must all be sent within
+    #: the lease, or another instance may claim (and send) them again.
+    batch = 20
+    claims_per_round = 1
 
     def __init__(self, clock: Clock, interval: float = 1.0) -> None:
         self.clock = clock
@@ -62,12 +66,16 @@ class OutboxSender(ABC, Generic[Row]):
     async def send_due(self) -> int:
         """Deliver every due row once; returns how many were delivered."""
         sent = 0
-        for row in await self.claim(self.clock.now(), LEASE):
-            sent += await self.deliver(row)
+        for _ in range(self.claims_per_round):
+            rows = await self.claim(self.clock.now(), LEASE, self.batch)
+            if not rows:
+                break
+            for row in rows:
+                sent += await self.deliver(row)
         return sent
 
     @abstractmethod
-    async def claim(self, now: float, lease: float) -> list[Row]: ...
+    async def claim(self, now: float, lease: float, limit: int) -> list[Row]: ...
 
     @abstractmethod
     async def deliver(self, row: Row) -> int:

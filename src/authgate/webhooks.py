@@ -66,8 +66,8 @@ class WebhookSender(OutboxSender[Delivery]):
         if self._client is not None:
             await self._client.aclose()
 
-    async def claim(self, now: float, lease: float) -> list[Delivery]:
-        return await self.records.claim(now, lease)
+    async def claim(self, now: float, lease: float, limit: int) -> list[Delivery]:
+        return await self.records.claim(now, lease, limit)
 
     async def deliver(self, delivery: Delivery) -> int:
         assert self._client is not None

@@ -25,6 +25,10 @@ log = logging.getLogger("authgate.mail")
 
 class MailSender(OutboxSender[RowMapping]):
     name = "mail"
+    # One mail per claim (an SMTP exchange may take up to its 15 s timeout, the lease is
+    # 30 s), up to 200 per round.
+    batch = 1
+    claims_per_round = 200
 
     def __init__(self, db: Database, transport: Transport, renderer: Renderer, sealer: Sealer,
                  clock: Clock, sender: str, interval: float = 1.0) -> None:
@@ -35,8 +39,8 @@ class MailSender(OutboxSender[RowMapping]):
         self.sealer = sealer
         self.sender = sender
 
-    async def claim(self, now: float, lease: float) -> list[RowMapping]:
-        return await self.outbox.claim(now, lease)
+    async def claim(self, now: float, lease: float, limit: int) -> list[RowMapping]:
+        return await self.outbox.claim(now, lease, limit)
 
     async def deliver(self, row: RowMapping) -> int:
         context: dict[str, Any] = json.loads(row["context"])
