@@ -15,7 +15,8 @@ import secrets
 from typing import TYPE_CHECKING
 
 from authgate.clock import Clock, SystemClock
-from authgate.core.credentials import Macs
+from authgate.core.account import Account
+from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
 from authgate.core.revocation import Revocations
@@ -31,6 +32,8 @@ from authgate.errors import (
 from authgate.events import Events, Hook
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
+from authgate.mail import LogTransport, MailSender, SmtpTransport, Transport, parse_smtp_url
+from authgate.mail.render import Renderer
 from authgate.metrics import Metrics
 from authgate.models import Principal, User
 from authgate.passwords import PasswordHasher
@@ -114,7 +117,7 @@ class Engine:
         self.revocations = Revocations(self.records, self.hot, self.clock, self.socket_bus,
                                        self.redis)
         self.signin = SignIn(self.records, self.throttle, self.hasher, self.events,
-                             self.metrics, self.macs)
+                             self.metrics, self.macs, settings.require_verified_email)
         self.factors = Factors(settings, self.clock, self.records, self.signin,
                                self.throttle, self.events, self.revocations)
         self.users = Users(settings, self.clock, self.records, self.hot, self.hasher,
@@ -126,6 +129,16 @@ class Engine:
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
                              extra_claims, self.factors)
+        self.sealer = Sealer()
+        self.mail_transport: Transport = (
+            SmtpTransport(parse_smtp_url(settings.smtp_url.get_secret_value()))
+            if settings.smtp_url else LogTransport())
+        self.mailer = MailSender(self.db, self.mail_transport,
+                                 Renderer(settings.mail_templates_dir), self.sealer,
+                                 self.clock, settings.mail_from)
+        self.account = Account(settings, self.clock, self.records, self.users, self.signin,
+                               self.revocations, self.events, self.sealer, self.mailer.wake)
+        self._mail_pending = 0
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -142,6 +155,7 @@ class Engine:
         self.macs.key = bytes.fromhex(
             await self.records.server_secret("csrf", secrets.token_hex(32)))
         await self.factors.load_keys()
+        await self.load_mail_key()
         await self.hasher.dummy_hash()
         await self.hot.start(self.settings.access_token_ttl)
         if self.redis is not None:
@@ -163,7 +177,13 @@ class Engine:
         self.events.start()
         if self.webhooks is not None:
             self.webhooks.start()
+        self.mailer.start()
         self._started = True
+
+    async def load_mail_key(self) -> None:
+        """The key that seals mail tokens in the outbox (a server secret)."""
+        self.sealer.key = bytes.fromhex(
+            await self.records.server_secret("mail", secrets.token_hex(32)))
 
     async def stop(self) -> None:
         await cancel(*self._tasks)
@@ -171,6 +191,7 @@ class Engine:
         await self.events.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
+        await self.mailer.stop()
         await self.hot.stop()
         if self.redis is not None:
             await self.redis.stop()
@@ -202,6 +223,8 @@ class Engine:
         counts = await self.records.purge(self.clock.now())
         counts["throttle"] = await self.throttle.purge()
         counts["audit_events"] = await self.audit.purge(
+            self.clock.now() - self.settings.audit_retention_days * 86400)
+        counts["mail_outbox"] = await self.mailer.outbox.purge(
             self.clock.now() - self.settings.audit_retention_days * 86400)
         self.hot.sessions.expire(lambda s: not s.alive_at(self.clock.now()))
         return counts
@@ -238,13 +261,16 @@ class Engine:
         m.gauge("revocation_fresh", lambda: float(hot.healthy))
         m.gauge("password_hash_waiting", self.hasher.waiting)
         m.labelled_gauges["outbox_pending"] = (
-            "outbox", lambda: {"webhooks": float(self._outbox_pending)})
+            "outbox", lambda: {"webhooks": float(self._outbox_pending),
+                               "mail": float(self._mail_pending)})
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition of this process (the outbox depth read now)."""
         if self.webhooks is not None:
             with contextlib.suppress(AuthGateError):
                 self._outbox_pending = len(await self.audit.pending())
+        with contextlib.suppress(AuthGateError):
+            self._mail_pending = await self.mailer.outbox.depth()
         return self.metrics.render()
 
     async def health(self) -> dict[str, str]:

@@ -71,6 +71,40 @@ class UsernameTaken(AuthGateError):
     status = 409
 
 
+class EmailTaken(AuthGateError):
+    """That email address is in use."""
+
+    code = "email_taken"
+    status = 409
+
+
+class InvalidEmail(AuthGateError):
+    """That is not a valid email address."""
+
+    code = "invalid_email"
+    status = 422
+
+
+class InvalidMailToken(AuthGateError):
+    """The link is invalid, used or expired."""
+
+    code = "invalid_token"
+
+
+class EmailState(AuthGateError):
+    """The address is already verified, or there is none."""
+
+    code = "email_state"
+    status = 409
+
+
+class EmailNotVerified(AuthGateError):
+    """Verify your email address before signing in."""
+
+    code = "email_not_verified"
+    status = 403
+
+
 class RegistrationClosed(AuthGateError):
     """Registration is closed."""
 

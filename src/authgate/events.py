@@ -42,6 +42,13 @@ CATALOGUE: dict[str, str] = {
     "mfa.disabled": "a second factor was removed",
     "mfa.failed": "a wrong second-factor code was sent for a pending sign-in",
     "mfa.recovery_code_used": "a recovery code was used (it works once)",
+    "user.deleted": "a user deleted their account (with everything it held)",
+    "email.verification_sent": "a verification mail was queued",
+    "email.verified": "an email address was verified (its link was used)",
+    "email.change_requested": "a change of address was asked for (confirmation mailed)",
+    "email.changed": "an email address change was confirmed (the new address's link)",
+    "password.reset_requested": "a password-reset mail was queued (forgot password)",
+    "password.reset": "a password was reset with a mailed token: every sign-in ended",
     "key.rotated": "a new signing key was added",
     "key.exported": "a token-encryption private key was exported (keys export-decryption-key)",
 }

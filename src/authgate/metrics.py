@@ -15,7 +15,7 @@ Catalogue (also in the README):
   (socket bus or LISTEN/NOTIFY) → applied here
 * ``authgate_request_duration_seconds{route}`` — histogram by route
 * ``authgate_password_hash_waiting`` — Argon2 jobs waiting for a slot
-* ``authgate_outbox_pending{outbox}`` — webhook deliveries not yet accepted
+* ``authgate_outbox_pending{outbox}`` — ``webhooks`` deliveries and ``mail`` not yet accepted
 * ``authgate_cached_sessions``, ``authgate_cached_tokens``, ``authgate_revoked_families``,
   ``authgate_revocation_fresh`` — gauges of the in-process state
 """

@@ -16,6 +16,8 @@ class User:
     disabled: bool = False
     created_at: float = 0.0
     tokens_valid_after: float = 0.0
+    email: str | None = None
+    email_verified: bool = False
 
 
 @dataclass(slots=True)

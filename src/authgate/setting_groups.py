@@ -199,11 +199,30 @@ class AuditSettings(_Group):
         "webhook_secret": "webhook_secret"}
 
 
+@dataclass(frozen=True, slots=True)
+class MailSettings(_Group):
+    """Mail delivery and the account lifecycle's tokens and limits."""
+
+    smtp_url: SecretStr | None
+    sender: str
+    templates_dir: Path | None
+    reset_token_ttl: int
+    verify_token_ttl: int
+    require_verified: bool
+    limit: int
+    window: int
+    SOURCE: ClassVar[Mapping[str, str]] = {
+        "smtp_url": "smtp_url", "sender": "mail_from", "templates_dir": "mail_templates_dir",
+        "reset_token_ttl": "reset_token_ttl", "verify_token_ttl": "verify_token_ttl",
+        "require_verified": "require_verified_email", "limit": "mail_limit",
+        "window": "mail_window"}
+
+
 #: The groups, by the name of their view on Settings.
 GROUPS: Mapping[str, type[_Group]] = MappingProxyType({
     "server": ServerSettings, "storage": StorageSettings, "sessions": SessionSettings,
     "tokens": TokenSettings, "cookies": CookieSettings, "passwords": PasswordSettings,
-    "throttle": ThrottleSettings, "audit": AuditSettings})
+    "throttle": ThrottleSettings, "audit": AuditSettings, "mail": MailSettings})
 
 
 class GroupViews:
@@ -241,3 +260,7 @@ class GroupViews:
     @cached_property
     def audit(self) -> AuditSettings:
         return AuditSettings.of(self)
+
+    @cached_property
+    def mail(self) -> MailSettings:
+        return MailSettings.of(self)

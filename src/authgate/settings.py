@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from authgate.errors import ConfigError
 from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
+from authgate.setting_mail import MailFields
 
 SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
 
@@ -43,7 +44,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class Settings(GroupViews, BaseSettings):
+class Settings(GroupViews, BaseSettings, MailFields):
     """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased.
 
     The code reads them through grouped, read-only views built once per object

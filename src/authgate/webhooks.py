@@ -11,24 +11,21 @@ it for a lease first).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import logging
-import secrets
 import time
 
 import httpx
 
 from authgate.clock import Clock
-from authgate.errors import AuthGateError
+from authgate.outbox_sender import OutboxSender, backoff
 from authgate.store.audit import AuditRecords, Delivery
-from authgate.tasks import cancel
 
 log = logging.getLogger("authgate")
-LEASE = 30.0
 TIMEOUT = 10.0
+__all__ = ["WebhookSender", "backoff", "secret_key", "sign"]
 
 
 def secret_key(secret: str) -> bytes:
@@ -47,52 +44,32 @@ def sign(key: bytes, delivery_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
 
-def backoff(attempts: int) -> float:
-    """Seconds before the next try after ``attempts`` failed ones (with a little jitter)."""
-    return float(min(3600.0, 5.0 * 2 ** min(attempts, 12)) * (1 + secrets.randbelow(100) / 1000))
-
-
-class WebhookSender:
+class WebhookSender(OutboxSender[Delivery]):
     """The background sender: claims due deliveries, posts them, records the outcome."""
+
+    name = "webhooks"
 
     def __init__(self, records: AuditRecords, url: str, secret: str, clock: Clock,
                  interval: float = 1.0) -> None:
+        super().__init__(clock, interval)
         self.records = records
         self.url = url
         self.key = secret_key(secret)
-        self.clock = clock
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
 
     def start(self) -> None:
         self._client = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
-        self._task = asyncio.create_task(self._run(), name="authgate-webhooks")
+        super().start()
 
     async def stop(self) -> None:
-        await cancel(self._task)
+        await super().stop()
         if self._client is not None:
             await self._client.aclose()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.send_due()
-            except AuthGateError:
-                pass  # the database is away: try again next round
-            except Exception:
-                log.exception("webhook round failed")
-            await asyncio.sleep(self.interval)
+    async def claim(self, now: float, lease: float, limit: int) -> list[Delivery]:
+        return await self.records.claim(now, lease, limit)
 
-    async def send_due(self) -> int:
-        """Send every due delivery once; returns how many were delivered."""
-        claimed = await self.records.claim(self.clock.now(), LEASE)
-        sent = 0
-        for delivery in claimed:
-            sent += await self._send(delivery)
-        return sent
-
-    async def _send(self, delivery: Delivery) -> int:
+    async def deliver(self, delivery: Delivery) -> int:
         assert self._client is not None
         # Wall time, not the injected clock: receivers refuse signatures off by minutes.
         timestamp = int(time.time())

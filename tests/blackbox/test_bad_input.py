@@ -289,7 +289,7 @@ def test_me_shape_for_a_session(server: Server) -> None:
     assert r.status_code == 200
     body = r.json()
     assert set(body) == {"id", "username", "roles", "scopes", "auth", "csrf_token", "amr",
-                         "auth_time"}
+                         "auth_time", "email", "email_verified"}  # contract §7, §8
     assert body["username"] == username and body["auth"] == "session"
     assert body["amr"] == ["pwd"] and isinstance(body["auth_time"], int)
     assert body["roles"] == [] and body["scopes"] == []

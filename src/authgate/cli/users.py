@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from authgate.cli.base import _run, config_option, main
+from authgate.cli.base import _run, config_option, fail, main
 from authgate.errors import AuthGateError
 
 
@@ -30,14 +30,25 @@ def _read_password(from_stdin: bool) -> str:
 @click.argument("username")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
 @click.option("--role", "roles", multiple=True, help="A role (repeat for more).")
+@click.option("--email", default=None, help="The user's email address (unverified).")
+@click.option("--email-verified", is_flag=True,
+              help="The operator vouches for --email: it counts as verified.")
 @config_option
 def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
-                 config: str | None) -> None:
+                 email: str | None, email_verified: bool, config: str | None) -> None:
     """Create USERNAME."""
+    from authgate.core.account import clean_email
+
+    if email_verified and email is None:
+        fail("--email-verified needs --email", 2)
     password = _read_password(password_stdin)
 
     async def job(gate: Any) -> Any:
-        return await gate.users.create_user(username, password, list(roles))
+        address = clean_email(email) if email is not None else None
+        user = await gate.users.create_user(username, password, list(roles), email=address)
+        if email_verified:
+            await gate.users.set_email_verified(user)
+        return user
 
     user = _run(config, job)
     click.echo(f"created user {user.username} ({user.id})")
@@ -54,11 +65,14 @@ def users_list(as_json: bool, config: str | None) -> None:
     found = _run(config, job)
     if as_json:
         click.echo(json.dumps([{"id": u.id, "username": u.username, "roles": list(u.roles),
-                                "disabled": u.disabled} for u in found]))
+                                "disabled": u.disabled, "email": u.email,
+                                "email_verified": u.email_verified} for u in found]))
         return
     for u in found:
         state = "disabled" if u.disabled else "active"
-        click.echo(f"{u.username}\t{u.id}\t{state}\t{','.join(u.roles)}")
+        email = f"{u.email} ({'verified' if u.email_verified else 'unverified'})" \
+            if u.email else "-"
+        click.echo(f"{u.username}\t{u.id}\t{state}\t{','.join(u.roles)}\t{email}")
 
 
 def _with_user(config: str | None, username: str,

@@ -43,3 +43,29 @@ class Macs:
     def check(self, purpose: str, value: str, mac: str) -> bool:
         """Whether ``mac`` is the MAC of ``value`` for ``purpose`` (constant time)."""
         return hmac.compare_digest(mac.encode(), self.mac(purpose, value).encode())
+
+
+class Sealer:
+    """AES-256-GCM under a server secret (loaded by the engine at start): what keeps a mail
+    token out of the outbox in the clear until the mail is sent."""
+
+    def __init__(self) -> None:
+        self.key = b""
+
+    def seal(self, purpose: str, value: str) -> str:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        nonce = secrets.token_bytes(12)
+        sealed = AESGCM(self.key).encrypt(nonce, value.encode(), purpose.encode())
+        return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+    def open(self, purpose: str, sealed: str) -> str:
+        """The sealed value; ValueError when it was not sealed under this key and purpose."""
+        from cryptography.exceptions import InvalidTag
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        try:
+            return AESGCM(self.key).decrypt(raw[:12], raw[12:], purpose.encode()).decode()
+        except InvalidTag:
+            raise ValueError("not sealed under this key") from None

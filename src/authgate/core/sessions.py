@@ -215,7 +215,7 @@ class Sessions:
         family, and rotate the caller's own session ID."""
         user = principal.user
         try:
-            await self.signin.check_password(user.username, current, ip)
+            await self.signin.check_password(user.username, current, ip, sign_in=False)
         except InvalidCredentials:
             raise WrongPassword() from None
         family = principal.claims.get("sid") if principal.claims else None

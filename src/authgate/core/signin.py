@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.core.credentials import Macs, hash_for_log
-from authgate.errors import InvalidCredentials, Throttled
+from authgate.errors import EmailNotVerified, InvalidCredentials, Throttled
 from authgate.events import Events
 from authgate.metrics import Metrics
 from authgate.models import User
@@ -30,9 +30,10 @@ class SignIn:
     events: Events
     metrics: Metrics
     macs: Macs
+    require_verified: bool = False  # REQUIRE_VERIFIED_EMAIL
 
     async def check_password(self, username: Any, password: Any, ip: str, *,
-                             device: str | None = None) -> User:
+                             device: str | None = None, sign_in: bool = True) -> User:
         """The user these credentials name, or :class:`InvalidCredentials` (the same for an
         unknown user, a wrong password and a disabled user, in the same time), or
         :class:`Throttled`. ``device``: the request's device cookie, if any.
@@ -44,9 +45,12 @@ class SignIn:
         account = username_key(username)[:MAX_USERNAME_LENGTH] if username else ""
         found = None
         counter = None
-        if device is not None and len(username) <= MAX_USERNAME_LENGTH:
-            found = await self.records.user_with_hash(username)
-            counter = self._device_counter(found[0].id, device) if found else None
+        looked_up = False
+        if (device is not None or "@" in username) and len(username) <= MAX_USERNAME_LENGTH:
+            found, looked_up = await self.records.user_with_hash(username), True
+            counter = self._device_counter(found[0].id, device) if found and device else None
+            if found is not None:  # an address counts on its account's username
+                account = username_key(found[0].username)[:MAX_USERNAME_LENGTH]
         address = address_key(ip)
         wait = await self.throttle.reserve(account, address, counter)
         if wait:
@@ -57,7 +61,7 @@ class SignIn:
                 or len(normalize(password)) > MAX_PASSWORD_LENGTH
                 or len(username) > MAX_USERNAME_LENGTH):
             raise InvalidCredentials()
-        if counter is None:
+        if not looked_up:
             found = await self.records.user_with_hash(username)
         ok = await self.hasher.verify(found[1] if found else None, password)
         if not ok or found is None or found[0].disabled:
@@ -70,6 +74,9 @@ class SignIn:
         if self.hasher.needs_rehash(stored):
             await self.records.set_password_hash_if(user.id, stored,
                                                     await self.hasher.hash(password))
+        if sign_in and self.require_verified and not user.email_verified:
+            # The password was right, so saying why tells nothing to a guesser.
+            raise EmailNotVerified()
         return user
 
     def device_cookie(self, user_id: str) -> str:

@@ -31,18 +31,22 @@ class Users:
     signin: SignIn
 
     async def create_user(self, username: str, password: str, roles: list[str] | None = None,
-                          *, check: bool = True, actor: str = "operator") -> User:
+                          *, check: bool = True, actor: str = "operator",
+                          email: str | None = None) -> User:
+        """``email``: an address already normalised (``core.account.clean_email``),
+        unverified."""
         username = clean_username(username)
         if check:
             check_policy(password, min_length=self.settings.password_min_length,
                          username=username)
         user = User(id=new_id(), username=username, roles=tuple(roles or ()),
-                    created_at=self.clock.now())
+                    created_at=self.clock.now(), email=email)
         created = await self.records.create_user(user, await self.hasher.hash(password))
         self.events.emit("user.created", user_id=user.id, actor=actor)
         return created
 
-    async def register(self, username: str, password: str, *, ip: str | None = None) -> User:
+    async def register(self, username: str, password: str, *, ip: str | None = None,
+                       email: str | None = None) -> User:
         """Open registration. ``ip``: the client's address, limited to
         ``REGISTRATION_LIMIT`` per ``REGISTRATION_WINDOW`` (None: not from the network)."""
         if not self.settings.open_registration:
@@ -50,7 +54,7 @@ class Users:
         if ip is not None:
             await self.signin.limit("reg", ip, self.settings.registration_limit,
                                     self.settings.registration_window)
-        return await self.create_user(username, password, actor="user")
+        return await self.create_user(username, password, actor="user", email=email)
 
     async def get_user(self, user_id: str) -> User | None:
         cached = self.hot.users.get(user_id)
@@ -81,19 +85,21 @@ class Users:
                          actor="operator")
 
     async def set_password(self, user: User, password: str, *, keep_session: str | None = None,
-                           keep_family: str | None = None) -> None:
-        """Set a new password and end every other session and token family."""
+                           keep_family: str | None = None, actor: str | None = None) -> None:
+        """Set a new password and end every other session and token family, and every
+        unused password-reset token."""
         check_policy(password, min_length=self.settings.password_min_length,
                      username=user.username)
         new_hash = await self.hasher.hash(password)
         now = self.clock.now()
         await self.records.update_user(user.id, password_hash=new_hash)
+        await self.records.end_mail_tokens(user.id, "reset", now)
         events: list[Revocation] = []
         events += await self.records.delete_sessions(now, user_id=user.id, keep=keep_session)
         events += await self.records.revoke_families(now, user_id=user.id, keep=keep_family)
         await self.revocations.publish([*events, Revocation("user", user.id)])
         self.events.emit("password.changed", user_id=user.id,
-                         actor="user" if keep_session or keep_family else "operator")
+                         actor=actor or ("user" if keep_session or keep_family else "operator"))
 
     async def set_roles(self, user: User, roles: list[str]) -> None:
         """Set the user's roles to exactly ``roles``. Their access tokens issued before end

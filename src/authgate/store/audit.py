@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from authgate.events import AuthEvent
 from authgate.store import schema as t
 from authgate.store.db import Database
+from authgate.store.outbox import Outbox
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,7 @@ class AuditRecords:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.outbox = Outbox(db, t.webhook_outbox)
 
     async def store_events(self, events: list[AuthEvent], webhooks: bool) -> None:
         async with self.db.write() as conn:
@@ -63,55 +65,24 @@ class AuditRecords:
     async def purge(self, before: float) -> int:
         async with self.db.write() as conn:
             done = await conn.execute(t.audit_events.delete().where(t.audit_events.c.at < before))
-            await conn.execute(t.webhook_outbox.delete().where(
-                t.webhook_outbox.c.delivered_at < before))
+        await self.outbox.purge(before)
         return int(done.rowcount)
 
-    # -- the outbox ------------------------------------------------------------------------
+    # -- the outbox (see authgate.store.outbox) ------------------------------------------
 
     async def claim(self, now: float, lease: float, limit: int = 20) -> list[Delivery]:
-        """Claim up to ``limit`` due deliveries for ``lease`` seconds: a delivery is claimed
-        by one sender at a time, however many instances run (SQLite: the write lock;
-        PostgreSQL: ``FOR UPDATE SKIP LOCKED``)."""
-        o = t.webhook_outbox
-        due = sa.select(o.c.id).where(
-            o.c.delivered_at.is_(None), o.c.next_attempt_at <= now,
-            sa.or_(o.c.claimed_until.is_(None), o.c.claimed_until < now)
-        ).order_by(o.c.created_at).limit(limit)
-        if not self.db.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
-        async with self.db.write() as conn:
-            ids = list((await conn.execute(due)).scalars())
-            if not ids:
-                return []
-            await conn.execute(o.update().where(o.c.id.in_(ids)).values(
-                claimed_until=now + lease))
-            rows = (await conn.execute(sa.select(o).where(o.c.id.in_(ids)).order_by(
-                o.c.created_at))).mappings().all()
+        """Claim up to ``limit`` due deliveries for ``lease`` seconds (one sender each)."""
         return [Delivery(r["id"], r["type"], r["payload"], r["created_at"], r["attempts"])
-                for r in rows]
+                for r in await self.outbox.claim(now, lease, limit)]
 
     async def delivered(self, delivery_id: str, now: float) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(t.webhook_outbox.update().where(
-                t.webhook_outbox.c.id == delivery_id).values(
-                delivered_at=now, claimed_until=None, attempts=t.webhook_outbox.c.attempts + 1))
+        await self.outbox.delivered(delivery_id, now)
 
     async def failed(self, delivery_id: str, next_at: float, error: str) -> None:
-        async with self.db.write() as conn:
-            await conn.execute(t.webhook_outbox.update().where(
-                t.webhook_outbox.c.id == delivery_id).values(
-                next_attempt_at=next_at, claimed_until=None, last_error=error[:200],
-                attempts=t.webhook_outbox.c.attempts + 1))
+        await self.outbox.failed(delivery_id, next_at, error)
 
     async def pending(self) -> list[dict[str, Any]]:
-        o = t.webhook_outbox
-        async with self.db.read() as conn:
-            rows = (await conn.execute(sa.select(
-                o.c.id, o.c.type, o.c.created_at, o.c.attempts, o.c.next_attempt_at,
-                o.c.last_error).where(o.c.delivered_at.is_(None)).order_by(o.c.created_at))
-            ).mappings().all()
-        return [dict(r) for r in rows]
+        return await self.outbox.pending("type")
 
 
 def _iso(ts: float) -> str:

@@ -1,7 +1,7 @@
 """The storage extension points, as small protocols: what the engine needs of each store.
 
 * the record store (:class:`RecordStore`, by area: :class:`UserStore`, :class:`SessionStore`,
-  :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`) — SQL in
+  :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`, :class:`MailStore`) — SQL in
   :class:`authgate.store.records.Records` (SQLite or PostgreSQL);
 * second factors (:class:`FactorStore`) — :class:`authgate.store.factors.FactorRecords`,
   part of ``Records``;
@@ -30,6 +30,7 @@ from authgate.models import Revocation, SessionRecord, TokenFamily, User
 
 if TYPE_CHECKING:
     from authgate.store.factors import PendingSignIn, TotpFactor
+    from authgate.store.mail import Mail, MailToken
     from authgate.store.shared import LastSeen
 
 
@@ -46,13 +47,41 @@ class UserStore(Protocol):
 
     async def list_users(self) -> list[User]: ...
 
-    async def update_user(self, user_id: str, **values: Any) -> bool: ...
+    async def update_user(self, user_id: str, *, logged_at: float | None = None,
+                          **values: Any) -> bool: ...
 
     async def set_password_hash_if(self, user_id: str, old: str, new: str) -> None: ...
 
     async def cut_off_user(self, user_id: str, at: float, **values: Any) -> None:
         """Refuse the user's access tokens issued before ``at``; logged as a revocation."""
         ...
+
+    async def user_by_email(self, email: str) -> User | None: ...
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user and everything that belongs to them."""
+        ...
+
+
+class MailStore(Protocol):
+    """Single-use mail tokens (only their hashes) and the mails carrying them."""
+
+    async def queue_mail(self, mails: list[Mail], now: float, token: MailToken | None = None,
+                         *, replaces: str | None = None) -> None:
+        """Store ``token`` and queue ``mails`` in one transaction (ending the user's unused
+        tokens of purpose ``replaces`` first)."""
+        ...
+
+    async def same_work(self, now: float) -> None: ...
+
+    async def mail_token(self, token_hash: str) -> MailToken | None: ...
+
+    async def use_mail_token(self, token_hash: str, purposes: tuple[str, ...],
+                             now: float) -> MailToken | None:
+        """Mark an unused, unexpired token used; of concurrent uses exactly one wins."""
+        ...
+
+    async def end_mail_tokens(self, user_id: str, purpose: str, now: float) -> None: ...
 
 
 class SessionStore(Protocol):
@@ -158,7 +187,7 @@ class FactorStore(Protocol):
     async def take_pending(self, token_hash: str) -> bool: ...
 
 
-class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore,
+class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore, MailStore,
                   Protocol):
     """Every record area, plus the housekeeping that spans them."""
 

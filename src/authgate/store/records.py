@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from authgate.store import schema as t
 from authgate.store.factors import FactorRecords
+from authgate.store.mail import MailRecords
 from authgate.store.revlog import RevocationLogRecords
 from authgate.store.sessions import SessionRecords
 from authgate.store.shared import LastSeen
@@ -20,7 +21,7 @@ __all__ = ["LastSeen", "Records", "username_key"]
 
 
 class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords,
-              FactorRecords):
+              FactorRecords, MailRecords):
     """The engine's durable state: users, sessions, token families and refresh tokens, the
     ``jti`` denylist, signing keys and secrets, the revocation log; and their purge."""
 
@@ -40,4 +41,5 @@ class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationL
             counts["mfa_pending"] = (await conn.execute(t.mfa_pending.delete().where(
                 t.mfa_pending.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
+        counts["mail_tokens"] = await self.purge_mail_tokens(now)
         return counts

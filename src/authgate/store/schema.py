@@ -27,6 +27,12 @@ users = sa.Table(
     # Access tokens issued before this instant are refused (log out everywhere, password
     # change, disable): the per-user cutoff of ASVS 7.4.1.
     sa.Column("tokens_valid_after", sa.Float, nullable=False, server_default="0"),
+    # The address as given (normalised by email-validator) and its comparison key
+    # (case-folded): unique when set (migration 6).
+    sa.Column("email", sa.String(320), nullable=True),
+    sa.Column("email_key", sa.String(320), nullable=True),
+    sa.Column("email_verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ix_users_email_key", "email_key", unique=True),
 )
 
 sessions = sa.Table(
@@ -188,6 +194,38 @@ mfa_pending = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
 )
 
+# Single-use mail tokens (verification, address change, password reset), stored only as
+# SHA-256; ``email`` is the address the token proves (the new one for a change).
+mail_tokens = sa.Table(
+    "mail_tokens", metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("purpose", sa.String(16), nullable=False),  # verify | change | reset
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+    sa.Column("used_at", sa.Float, nullable=True),
+)
+
+# Mails waiting to be sent (an outbox like webhook_outbox): written in the transaction of
+# the token they carry. ``secret`` is that token encrypted (AES-GCM under a server secret)
+# and is erased once the mail is delivered; the template renders at sending time.
+mail_outbox = sa.Table(
+    "mail_outbox", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("to_addr", sa.String(320), nullable=False),
+    sa.Column("template", sa.String(64), nullable=False),
+    sa.Column("context", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("secret", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False, index=True),
+    sa.Column("claimed_until", sa.Float, nullable=True),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Column("last_error", sa.String(200), nullable=False, server_default=""),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -235,6 +273,10 @@ def _lacks_amr(conn: Connection) -> bool:
     return "amr" not in {c["name"] for c in sa.inspect(conn).get_columns("sessions")}
 
 
+def _lacks_email(conn: Connection) -> bool:
+    return "email" not in {c["name"] for c in sa.inspect(conn).get_columns("users")}
+
+
 # Each migration runs once, in order, in its own transaction. Append; never edit.
 MIGRATIONS: list[Migration] = [
     Migration(1, "users, sessions, token families, refresh tokens, keys, revocation log",
@@ -254,6 +296,14 @@ MIGRATIONS: list[Migration] = [
         "DEFAULT pg_current_xact_id()",
         "CREATE INDEX IF NOT EXISTS ix_revocations_txid ON revocations (txid, id)"),
         dialects=("postgresql",)),
+    # Databases made before v6 lack the users' email columns (v1 now creates them).
+    Migration(6, "users.email/email_key/email_verified, mail tokens, the mail outbox",
+              tables=(mail_tokens, mail_outbox), statements=(
+                  "ALTER TABLE users ADD COLUMN email VARCHAR(320)",
+                  "ALTER TABLE users ADD COLUMN email_key VARCHAR(320)",
+                  "ALTER TABLE users ADD COLUMN email_verified BOOLEAN NOT NULL DEFAULT false",
+                  "CREATE UNIQUE INDEX ix_users_email_key ON users (email_key)"),
+              needed=_lacks_email),
     # Number 7 is self-contained (it does not depend on 6): a merge may renumber it.
     Migration(7, "second factors (TOTP, recovery codes, pending sign-ins); amr/auth_time",
               tables=(mfa_totp, mfa_recovery_codes, mfa_pending), statements=(

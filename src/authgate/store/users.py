@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from authgate.errors import UsernameTaken
+from authgate.errors import EmailTaken, UsernameTaken
 from authgate.models import Revocation, User
 from authgate.store import schema as t
 from authgate.store.shared import SqlArea
@@ -26,14 +26,26 @@ def _user(row: RowMapping) -> User:
     return User(
         id=row["id"], username=row["username"], roles=tuple(json.loads(row["roles"])),
         disabled=bool(row["disabled"]), created_at=row["created_at"],
-        tokens_valid_after=row["tokens_valid_after"],
+        tokens_valid_after=row["tokens_valid_after"], email=row["email"],
+        email_verified=bool(row["email_verified"]),
     )
+
+
+def email_key(email: str) -> str:
+    """What makes two addresses the same (the normalised address, case-folded)."""
+    return unicodedata.normalize("NFKC", email).casefold()
 
 
 def _columns(values: dict[str, Any]) -> dict[str, Any]:
     if "roles" in values:
         values["roles"] = json.dumps(list(values["roles"]))
+    if "email" in values:
+        values["email_key"] = email_key(values["email"]) if values["email"] else None
     return values
+
+
+def _taken(exc: IntegrityError) -> Exception:
+    return EmailTaken() if "email" in str(exc.orig).lower() else UsernameTaken()
 
 
 class UserRecords(SqlArea):
@@ -44,17 +56,31 @@ class UserRecords(SqlArea):
                     id=user.id, username=user.username, username_key=username_key(user.username),
                     password_hash=password_hash, roles=json.dumps(list(user.roles)),
                     disabled=user.disabled, created_at=user.created_at,
-                    tokens_valid_after=user.tokens_valid_after,
+                    tokens_valid_after=user.tokens_valid_after, email=user.email,
+                    email_key=email_key(user.email) if user.email else None,
+                    email_verified=user.email_verified,
                 ))
-        except IntegrityError:
-            raise UsernameTaken() from None
+        except IntegrityError as exc:
+            raise _taken(exc) from None
         return user
 
     async def user_with_hash(self, username: str) -> tuple[User, str] | None:
+        """The user named ``username``, or (failing that, for a name with an ``@``) the user
+        with that address; with the password hash."""
+        key = username_key(username)
+        where = t.users.c.username_key == key
+        if "@" in username:
+            where = sa.or_(where, t.users.c.email_key == email_key(username))
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(t.users).where(where))).mappings().all()
+        rows = sorted(rows, key=lambda r: r["username_key"] != key)  # the username first
+        return (_user(rows[0]), rows[0]["password_hash"]) if rows else None
+
+    async def user_by_email(self, email: str) -> User | None:
         async with self.db.read() as conn:
             row = (await conn.execute(sa.select(t.users).where(
-                t.users.c.username_key == username_key(username)))).mappings().first()
-        return (_user(row), row["password_hash"]) if row else None
+                t.users.c.email_key == email_key(email)))).mappings().first()
+        return _user(row) if row else None
 
     async def password_hash(self, user_id: str) -> str | None:
         async with self.db.read() as conn:
@@ -83,10 +109,24 @@ class UserRecords(SqlArea):
                     ).mappings().all()
         return [_user(r) for r in rows]
 
-    async def update_user(self, user_id: str, **values: Any) -> bool:
+    async def update_user(self, user_id: str, *, logged_at: float | None = None,
+                          **values: Any) -> bool:
+        """Set ``values``; with ``logged_at``, log ``user:<id>`` in the same transaction
+        (every process drops its cached copy of the user, even one that missed the bus)."""
+        try:
+            async with self.db.write() as conn:
+                result = await conn.execute(
+                    t.users.update().where(t.users.c.id == user_id).values(**_columns(values)))
+                if logged_at is not None and result.rowcount:
+                    await self._log(conn, [Revocation("user", user_id)], logged_at)
+        except IntegrityError as exc:
+            raise _taken(exc) from None
+        return bool(result.rowcount)
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user and (by cascade) everything they hold."""
         async with self.db.write() as conn:
-            result = await conn.execute(
-                t.users.update().where(t.users.c.id == user_id).values(**_columns(values)))
+            result = await conn.execute(t.users.delete().where(t.users.c.id == user_id))
         return bool(result.rowcount)
 
     async def set_password_hash_if(self, user_id: str, old: str, new: str) -> None:

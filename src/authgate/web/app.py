@@ -138,7 +138,9 @@ _ROUTES = frozenset({
     "/auth/password", "/auth/token", "/auth/revoke", "/auth/verify", "/.well-known/jwks.json",
     "/auth/mfa/totp", "/auth/mfa/totp/confirm", "/auth/login/mfa", "/login/mfa",
     "/login", "/account", "/healthz", "/readyz", "/livez", "/metrics", "/openapi.json", "/docs",
-    "/static/authgate.css"})
+    "/static/authgate.css", "/auth/email", "/auth/email/verification", "/auth/email/verify",
+    "/auth/password/forgot", "/auth/password/reset", "/auth/account", "/register",
+    "/forgot-password", "/reset-password", "/verify-email"})
 
 
 def route_label(path: str) -> str:

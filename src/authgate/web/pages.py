@@ -74,7 +74,10 @@ EVENT_WORDS = {
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
     "user.roles_changed": "Roles changed", "mfa.enabled": "Authenticator app added",
     "mfa.disabled": "Authenticator app removed", "mfa.failed": "Wrong sign-in code",
-    "mfa.recovery_code_used": "Recovery code used",
+    "mfa.recovery_code_used": "Recovery code used", "email.verification_sent": "Verification mail sent",
+    "email.verified": "Email address verified",
+    "email.change_requested": "Address change requested", "email.changed": "Address changed",
+    "password.reset_requested": "Password reset requested", "password.reset": "Password reset",
 }
 
 
@@ -136,6 +139,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         response = render("login.html", status, error=error, username=username,
                           next=safe_next(request.query_params.get("next")),
                           reauth=request.query_params.get("reauth") == "1",
+                          register=s.open_registration, done=request.query_params.get("done"),
                           form_token=engine.macs.mac("login-form", nonce) if nonce else "")
         if fresh:
             set_cookie(response, login_cookie, nonce, secure=s.cookie_secure,
@@ -298,7 +302,10 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return Response(css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    from authgate.web.account_pages import account_pages
+
     return [
+        *account_pages(engine, render, current),
         Route("/login", login_page, methods=["GET", "POST"], name="login"),
         Route("/login/mfa", login_mfa_page, methods=["POST"]),
         Route("/account", account, methods=["GET"]),

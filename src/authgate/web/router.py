@@ -66,6 +66,7 @@ def iso(ts: float) -> str:
 
 def user_json(user: User) -> dict[str, Any]:
     return {"id": user.id, "username": user.username, "roles": list(user.roles),
+            "email": user.email, "email_verified": user.email_verified,
             "created_at": iso(user.created_at)}
 
 
@@ -92,6 +93,8 @@ def _obj(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 _STR = {"type": "string"}
 CREDENTIALS = _obj({"username": _STR, "password": {"type": "string", "format": "password"}},
                    ["username", "password"])
+REGISTER = _obj({**CREDENTIALS["properties"], "email": {"type": "string", "format": "email"}},
+                ["username", "password"])
 LOGIN = _obj({**CREDENTIALS["properties"], "remember": {"type": "boolean"}},
              ["username", "password"])
 PASSWORD = _obj({"current_password": _STR, "new_password": _STR},
@@ -120,13 +123,13 @@ def build_router(engine: Engine) -> APIRouter:
             clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
                          path="/auth/token", samesite="strict")
 
-    @router.post("/auth/register", status_code=201, openapi_extra=_body(CREDENTIALS),
+    @router.post("/auth/register", status_code=201, openapi_extra=_body(REGISTER),
                  summary="Create a user (when open registration is on)")
     async def register(request: Request) -> Response:
         data = await read_params(request)
-        check_fields(data, {"username", "password"}, {"username", "password"})
-        user = await engine.users.register(data["username"], data["password"],
-                                     ip=client_ip(request, s))
+        check_fields(data, {"username", "password", "email"}, {"username", "password"})
+        user = await engine.account.register(data["username"], data["password"],
+                                             data.get("email"), ip=client_ip(request, s))
         return JSONResponse(user_json(user), status_code=201, headers=NO_STORE)
 
     @router.post("/auth/login", openapi_extra=_body(LOGIN),
@@ -287,6 +290,10 @@ def build_router(engine: Engine) -> APIRouter:
     router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
                          methods=["GET"], summary="Public signing keys (JWKS)")
     add_mfa_routes(router, engine)
+
+    from authgate.web.account_routes import add_account_routes
+
+    add_account_routes(router, engine, clear_sent_cookies)
     return router
 
 
@@ -335,7 +342,8 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
 
 def me_json(principal: Principal) -> dict[str, Any]:
     body: dict[str, Any] = {"id": principal.user.id, "username": principal.user.username,
-                            "roles": list(principal.user.roles),
+                            "roles": list(principal.user.roles), "email": principal.user.email,
+                            "email_verified": principal.user.email_verified,
                             "scopes": list(principal.scopes), "auth": principal.auth}
     body["amr"] = list(principal.amr)
     if principal.auth_time is not None:
