@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import BaseRoute
 
+    from authgate.core.account import Account
     from authgate.core.factors import Factors
     from authgate.core.grants import Grants
     from authgate.core.sessions import Sessions
     from authgate.core.users import Users
     from authgate.keys import KeyRing
+    from authgate.mail.sender import MailSender
     from authgate.store.audit import AuditRecords
 
 Dependency = Callable[..., Awaitable[Principal]]
@@ -108,6 +110,18 @@ class AuthGate:
     def grants(self) -> Grants:
         """Token grants (password, refresh), access-token checks, RFC 7009 revocation."""
         return self.engine.grants
+
+    @property
+    def account(self) -> Account:
+        """The account lifecycle by mail: verification, address change, forgot / reset
+        password, deletion."""
+        return self.engine.account
+
+    @property
+    def mail(self) -> MailSender:
+        """The mail outbox and its sender (``.outbox.pending``, ``.renderer``,
+        ``.transport``)."""
+        return self.engine.mailer
 
     @property
     def keys(self) -> KeyRing:

@@ -18,8 +18,8 @@ def mail() -> None:
 @config_option
 def mail_pending(config: str | None) -> None:
     """Mails not yet accepted by the SMTP server (never their tokens)."""
-    async def job(engine: Any) -> Any:
-        return await engine.mailer.outbox.pending("to_addr", "template")
+    async def job(gate: Any) -> Any:
+        return await gate.mail.outbox.pending("to_addr", "template")
 
     rows = _run(config, job)
     for row in rows:
@@ -36,14 +36,14 @@ def mail_test(address: str, config: str | None) -> None:
     """Send a test mail to ADDRESS now, through SMTP_URL (or the log), and say how it went."""
     from authgate.core.account import clean_email
 
-    async def job(engine: Any) -> str:
+    async def job(gate: Any) -> str:
         to = clean_email(address)
-        context = {"site": engine.settings.public_url.split("://", 1)[1],
-                   "site_url": engine.settings.public_url}
-        message = engine.mailer.renderer.message("test", context, to=to,
-                                                 sender=engine.settings.mail_from)
+        context = {"site": gate.settings.public_url.split("://", 1)[1],
+                   "site_url": gate.settings.public_url}
+        message = gate.mail.renderer.message("test", context, to=to,
+                                                 sender=gate.settings.mail_from)
         try:
-            await engine.mail_transport.send(message)
+            await gate.mail.transport.send(message)
         except Exception as exc:  # the SMTP server's refusal, a TLS failure, ...
             return f"{type(exc).__name__}: {exc}".splitlines()[0]
         return ""

@@ -47,7 +47,7 @@ def users_create(username: str, password_stdin: bool, roles: tuple[str, ...],
         address = clean_email(email) if email is not None else None
         user = await gate.users.create_user(username, password, list(roles), email=address)
         if email_verified:
-            await gate.users.set_email_verified(user)
+            await gate.account.mark_verified(user)
         return user
 
     user = _run(config, job)

@@ -95,6 +95,11 @@ class Account:
         await self._limit(user.id)
         await self._send_token(user, "verify", user.email)
 
+    async def mark_verified(self, user: User) -> None:
+        """The operator vouches for the address (``users create --email-verified``)."""
+        await self.records.update_user(user.id, logged_at=self.clock.now(), email_verified=True)
+        await self.revocations.publish([Revocation("user", user.id)])
+
     async def verify(self, token: Any) -> User:
         """Use a verification or address-change token: the address is (now) verified."""
         rec = await self._use(token, ("verify", "change"))

@@ -187,8 +187,8 @@ class FactorStore(Protocol):
     async def take_pending(self, token_hash: str) -> bool: ...
 
 
-class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore, MailStore,
-                  Protocol):
+class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore,
+                  MailStore, Protocol):
     """Every record area, plus the housekeeping that spans them."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]: ...

@@ -74,8 +74,8 @@ EVENT_WORDS = {
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
     "user.roles_changed": "Roles changed", "mfa.enabled": "Authenticator app added",
     "mfa.disabled": "Authenticator app removed", "mfa.failed": "Wrong sign-in code",
-    "mfa.recovery_code_used": "Recovery code used", "email.verification_sent": "Verification mail sent",
-    "email.verified": "Email address verified",
+    "mfa.recovery_code_used": "Recovery code used",
+    "email.verification_sent": "Verification mail sent", "email.verified": "Email address verified",
     "email.change_requested": "Address change requested", "email.changed": "Address changed",
     "password.reset_requested": "Password reset requested", "password.reset": "Password reset",
 }
