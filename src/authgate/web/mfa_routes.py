@@ -17,7 +17,6 @@ from authgate.web.http import (
     check_origin,
     client_ip,
     get_cookie,
-    set_session_cookie,
 )
 from authgate.web.parsing import check_fields, read_params
 
@@ -33,7 +32,7 @@ def _body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 def add_mfa_routes(router: APIRouter, engine: Engine) -> None:
     s = engine.settings
-    from authgate.web.router import set_device_cookie, user_json
+    from authgate.web.router import signed_in_json
 
     @router.post("/auth/mfa/totp", openapi_extra=_body({"current_password": _STR},
                                                        ["current_password"]),
@@ -80,11 +79,7 @@ def add_mfa_routes(router: APIRouter, engine: Engine) -> None:
             data["mfa_token"], data["code"], ip=client_ip(request, s),
             user_agent=request.headers.get("user-agent", ""),
             replacing=get_cookie(request, s.session_cookie))
-        response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
-                                headers=NO_STORE)
-        set_session_cookie(response, s, value, rec)
-        set_device_cookie(response, engine, user.id)
-        return response
+        return signed_in_json(engine, value, rec, user)
 
 
 __all__ = ["add_mfa_routes"]

@@ -23,7 +23,7 @@ from authgate.errors import (
     InvalidRequest,
     UnsupportedGrantType,
 )
-from authgate.models import Principal, TokenPair, User
+from authgate.models import Principal, SessionRecord, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.errors import OAUTH_PATHS, to_response
 from authgate.web.http import (
@@ -76,6 +76,16 @@ def set_device_cookie(response: Response, engine: Engine, user_id: str) -> None:
     s = engine.settings
     set_cookie(response, s.device_cookie, engine.signin.device_cookie(user_id),
                secure=s.cookie_secure, max_age=s.device_cookie_ttl, samesite="strict")
+
+
+def signed_in_json(engine: Engine, value: str, rec: SessionRecord, user: User) -> Response:
+    """``POST /auth/login``'s answer (also the second step's): the user, the CSRF token,
+    the session cookie and a new device cookie."""
+    response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
+                            headers=NO_STORE)
+    set_session_cookie(response, engine.settings, value, rec)
+    set_device_cookie(response, engine, user.id)
+    return response
 
 
 def _body(schema: dict[str, Any], form: bool = False) -> dict[str, Any]:
@@ -146,11 +156,7 @@ def build_router(engine: Engine) -> APIRouter:
             ip=client_ip(request, s), user_agent=request.headers.get("user-agent", ""),
             device=get_cookie(request, s.device_cookie),
             replacing=get_cookie(request, s.session_cookie))
-        response = JSONResponse({"user": user_json(user), "csrf_token": rec.csrf_token},
-                                headers=NO_STORE)
-        set_session_cookie(response, s, value, rec)
-        set_device_cookie(response, engine, user.id)
-        return response
+        return signed_in_json(engine, value, rec, user)
 
     @router.post("/auth/logout", status_code=204, summary="End the current session")
     async def logout(request: Request) -> Response:
