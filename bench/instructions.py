@@ -9,7 +9,8 @@ machine is doing). The script builds the app ``authgate serve`` runs
 ``GET /auth/me`` with the session cookie and as many with a bearer token straight into the
 ASGI app (no socket, no HTTP parser); ``bearer-encrypted`` is the bearer case on an app with
 ``TOKEN_ENCRYPTION=true`` (a nested JWT, decrypted once, then answered from the
-verified-token cache like a signed one). Run once with 0 requests and once with N: the
+verified-token cache like a signed one); ``session-mfa`` is the session of a user who signed
+in with an authenticator app (its record carries ``amr``). Run once with 0 requests and once with N: the
 difference over N is what one request costs, start-up and import excluded. Compare two
 commits by running it on each (``git stash`` / ``git checkout``) on the same machine.
 """
@@ -67,8 +68,14 @@ async def run(n: int, kind: str) -> None:
     settings = Settings(database_url=f"sqlite:///{workdir / 'instr.db'}",
                         public_url="https://auth.example", session_touch_interval=10**9,
                         **encrypted)
+    secret = ""
     async with AuthGate(settings) as admin:
-        await admin.users.create_user("alice", PASSWORD)
+        alice = await admin.users.create_user("alice", PASSWORD)
+        if kind == "session-mfa":  # an authenticator app: the session carries amr=[pwd,otp,mfa]
+            import pyotp
+
+            secret = (await admin.factors.enrol(alice, PASSWORD)).secret
+            await admin.factors.confirm(alice, pyotp.TOTP(secret).now())
 
     app = create_server_app(settings)
     started, stop = asyncio.Event(), asyncio.Event()
@@ -90,18 +97,27 @@ async def run(n: int, kind: str) -> None:
     await started.wait()
     creds = orjson.dumps({"username": "alice", "password": PASSWORD})
     json_headers = {"Content-Type": "application/json", "Origin": "https://auth.example"}
-    status, headers, _ = await call(app, "POST", "/auth/login", json_headers, creds)
+    status, headers, body = await call(app, "POST", "/auth/login", json_headers, creds)
+    if kind == "session-mfa":  # the second step, with the next time step's code (no replay)
+        import time
+
+        import pyotp
+
+        code = pyotp.TOTP(secret).at(time.time() + 30)
+        step = orjson.dumps({"mfa_token": orjson.loads(body)["mfa_token"], "code": code})
+        status, headers, body = await call(app, "POST", "/auth/login/mfa", json_headers, step)
     cookie = next(v.decode().split(";")[0] for k, v in headers if k == b"set-cookie"
                   and v.startswith(settings.session_cookie.encode()))
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
-    status, _, body = await call(app, "POST", "/auth/token", form,
-                                 b"grant_type=password&username=alice&password="
-                                 + PASSWORD.replace(" ", "+").encode())
-    token = orjson.loads(body)["access_token"]
-    cases = {"session": {"Cookie": cookie}, "bearer": {"Authorization": f"Bearer {token}"},
-             "bearer-encrypted": {"Authorization": f"Bearer {token}"}}
-    if (token.count(".") == 4) != bool(encrypted):
-        raise SystemExit(f"{kind}: unexpected token shape {token[:40]}...")
+    cases = {"session": {"Cookie": cookie}, "session-mfa": {"Cookie": cookie}}
+    if kind != "session-mfa":
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        status, _, body = await call(app, "POST", "/auth/token", form,
+                                     b"grant_type=password&username=alice&password="
+                                     + PASSWORD.replace(" ", "+").encode())
+        token = orjson.loads(body)["access_token"]
+        cases["bearer"] = cases["bearer-encrypted"] = {"Authorization": f"Bearer {token}"}
+        if (token.count(".") == 4) != bool(encrypted):
+            raise SystemExit(f"{kind}: unexpected token shape {token[:40]}...")
     for headers_ in cases.values():
         status, _, body = await call(app, "GET", "/auth/me", headers_)
         if status != 200:
@@ -143,9 +159,10 @@ def main() -> None:
         asyncio.run(run(args.inner, args.kind))
         return
     base = count(0, "session")
-    for kind in ("session", "bearer", "bearer-encrypted"):
-        # the encrypted app starts differently (an encryption key): its own baseline
-        zero = count(0, kind) if kind == "bearer-encrypted" else base
+    for kind in ("session", "session-mfa", "bearer", "bearer-encrypted"):
+        # these start differently (an encryption key; a TOTP enrolment and a two-step
+        # sign-in): their own baseline
+        zero = count(0, kind) if kind in ("bearer-encrypted", "session-mfa") else base
         per = (count(args.requests, kind) - zero) / args.requests
         print(f"{kind:16} GET /auth/me: {per:,.0f} instructions per request "
               f"({args.requests} requests)")
