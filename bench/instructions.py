@@ -10,8 +10,8 @@ machine is doing). The script builds the app ``authgate serve`` runs
 ASGI app (no socket, no HTTP parser); ``bearer-encrypted`` is the bearer case on an app with
 ``TOKEN_ENCRYPTION=true`` (a nested JWT, decrypted once, then answered from the
 verified-token cache like a signed one); ``session-mfa`` is the session of a user who signed
-in with an authenticator app (its record carries ``amr``). Run once with 0 requests and once with N: the
-difference over N is what one request costs, start-up and import excluded. Compare two
+in with an authenticator app (its record carries ``amr``). Run once with 0 requests and once
+with N: the difference over N is what one request costs, start-up and import excluded. Compare two
 commits by running it on each (``git stash`` / ``git checkout``) on the same machine.
 """
 
