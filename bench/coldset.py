@@ -1,0 +1,429 @@
+"""A cold working set on PostgreSQL + Redis, over HTTP (issue 15, item 5).
+
+    .venv/bin/python bench/coldset.py [--sessions 1000000] [--families 100000]
+                                      [--active 100000] [--control 1000] [--duration 8]
+                                      [--rounds 2] [--workers 1,2]
+
+Set-up (a fresh PostgreSQL database ``authgate_bench_<random>`` on 127.0.0.1:5432, dropped
+at the end; a private ``AUTHGATE_REDIS_PREFIX`` on 127.0.0.1:6379, its keys deleted at the
+end): ``authgate users create`` migrates it, then 1,000 users (copies of that row),
+``--sessions`` session rows and ``--families`` token families are written with PostgreSQL
+``COPY`` (asyncpg), and one access token per family is signed in this process through the
+engine (``engine.tokens.issue``) with the keys the server will load from the same database.
+Every 10th session is *active* (``--active`` of them); ``--control`` other sessions and
+tokens make the control set that fits any cache. Their cookie values / tokens go to files
+that a wrk Lua script reads in ``init()``; each request picks one at random.
+
+Cells (``wrk -t1 -c32``, server ``taskset -c 0``, wrk ``taskset -c 1``, each ≤ 10 s): on a
+fresh server (nothing cached in the process, nothing in Redis): ``session cold`` (random
+over the active set), ``--rounds`` × ``session warm``, ``session control`` (1,000 other
+sessions, after 1 s of warm-up); the same for bearer tokens. Then the server is restarted
+(Redis now holds the sessions the first server read, the process holds nothing):
+``session restart``. Then (one worker) the bearer cells again on a server whose verified-
+token cache is 4× bigger — there is no setting for it, so a bench-only launcher patches
+``authgate.hotstate.VERIFIED_CACHE_BYTES`` before ``authgate serve`` starts. Each cell
+reports req/s, p50, p99, non-2xx (from wrk: must be 0), socket errors, the session/token
+cache hit ratio (``authgate_cache_lookups_total`` deltas, one worker only) and the RSS of
+each worker after it. Results: bench/results/coldset.md (+ raw JSON in results/raw/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import benchlib as bl
+import revocation as rv
+from benchlib import BenchError, Server
+
+TTL = 12 * 3600
+USERS = 1000
+COOKIE = "__Host-authgate"
+ISSUER = "https://authgate-bench.invalid"  # the server's too: not its PUBLIC_URL default
+BIG_VERIFIED_BYTES = 256 * 1024 * 1024
+
+LUA = """\
+local values = {{}}
+local n = 0
+function init(args)
+  for line in io.lines("{path}") do n = n + 1; values[n] = line end
+  math.randomseed(os.time() + {seed})
+end
+function request()
+  local v = values[math.random(n)]
+  return wrk.format(nil, nil, {{{header}}})
+end
+"""
+
+
+def lua_script(path: Path, values: Path, header: str) -> Path:
+    """A wrk script sending each request with a random line of ``values``."""
+    hdr = (f'Cookie = "{COOKIE}=" .. v' if header == "cookie"
+           else 'Authorization = "Bearer " .. v')
+    path.write_text(LUA.format(path=values, header=hdr, seed=secrets.randbelow(1000)))
+    return path
+
+
+# -- population ---------------------------------------------------------------------------
+
+
+def asyncpg_url(db_url: str) -> str:
+    return db_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def populate(db_url: str, n_sessions: int, n_families: int, work: Path,
+                   active_every: int, n_control: int) -> dict[str, Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(asyncpg_url(db_url))
+    timings: dict[str, float] = {}
+    try:
+        alice = await conn.fetchrow("SELECT * FROM users WHERE username = 'alice'")
+        if alice is None:
+            raise BenchError("no user alice")
+        now = time.time()
+        users = [alice["id"]] + [uuid.uuid4().hex for _ in range(USERS - 1)]
+        cols = list(alice.keys())
+        rows = []
+        for i, uid in enumerate(users[1:], start=1):
+            row = dict(alice)
+            row.update(id=uid, username=f"user{i}", username_key=f"user{i}")
+            rows.append(tuple(row[c] for c in cols))
+        await conn.copy_records_to_table("users", records=rows, columns=cols)
+
+        started = time.perf_counter()
+        scols = ["id", "token_hash", "user_id", "csrf_token", "created_at", "last_seen_at",
+                 "expires_at", "idle_ttl", "remember", "ip", "user_agent"]
+        active: list[str] = []
+        control: list[str] = []
+        batch = 50_000
+        done = 0
+        while done < n_sessions:
+            records = []
+            for i in range(done, min(n_sessions, done + batch)):
+                value = secrets.token_urlsafe(32)
+                if i % active_every == 0:
+                    active.append(value)
+                elif i % active_every == 1 and len(control) < n_control:
+                    control.append(value)
+                records.append((uuid.uuid4().hex, hashlib.sha256(value.encode()).hexdigest(),
+                                users[i % USERS], secrets.token_urlsafe(32), now, now,
+                                now + TTL, TTL, False, "127.0.0.1", "authgate-bench"))
+            await conn.copy_records_to_table("sessions", records=records, columns=scols)
+            done += len(records)
+        timings["sessions_s"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        families = [(uuid.uuid4().hex, users[i % USERS]) for i in range(n_families + n_control)]
+        fcols = ["id", "user_id", "scope", "created_at", "last_seen_at", "expires_at",
+                 "revoked_at", "ip", "user_agent"]
+        await conn.copy_records_to_table(
+            "token_families", columns=fcols,
+            records=[(fid, uid, "", now, now, now + TTL, None, "127.0.0.1", "authgate-bench")
+                     for fid, uid in families])
+        timings["families_s"] = time.perf_counter() - started
+        await conn.execute("ANALYZE")
+        size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await conn.close()
+
+    started = time.perf_counter()
+    tokens = await issue_tokens(db_url, families)
+    timings["tokens_s"] = time.perf_counter() - started
+    files = {
+        "session_active": work / "session_active.txt",
+        "session_control": work / "session_control.txt",
+        "bearer_active": work / "bearer_active.txt",
+        "bearer_control": work / "bearer_control.txt",
+    }
+    files["session_active"].write_text("\n".join(active) + "\n")
+    files["session_control"].write_text("\n".join(control) + "\n")
+    files["bearer_active"].write_text("\n".join(tokens[:n_families]) + "\n")
+    files["bearer_control"].write_text("\n".join(tokens[n_families:]) + "\n")
+    return {"timings": timings, "files": files, "active": len(active),
+            "control": len(control), "db_bytes": int(size),
+            "token_bytes": sum(map(len, tokens)) / max(1, len(tokens))}
+
+
+async def issue_tokens(db_url: str, families: list[tuple[str, str]]) -> list[str]:
+    """One access token per family, signed by an in-process engine on the same database (so
+    with the signing key the server will load)."""
+    from authgate.engine import Engine
+    from authgate.settings import Settings
+
+    engine = Engine(Settings(database_url=db_url, access_token_ttl=3600, issuer=ISSUER))
+    await engine.start(migrate=False)
+    try:
+        now = time.time()
+        return [engine.tokens.issue(sub=uid, scope="", roles=[], family_id=fid, now=now)[0]
+                for fid, uid in families]
+    finally:
+        await engine.stop()
+
+
+# -- cells --------------------------------------------------------------------------------
+
+
+def group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+                pids.append(int(entry))
+    return sorted(pids)
+
+
+def worker_rss_mb(server: Server, workers: int) -> list[float]:
+    """RSS (MB) of each worker: the serving process with one worker, the supervisor's
+    children with several (the supervisor itself is left out)."""
+    pids = group_pids(server.pid)
+    rss = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"taskset" in cmdline.split(b"\0")[0]:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        if match:
+            rss.append((pid, int(match.group(1)) / 1024))
+    if workers > 1 and len(rss) > workers:
+        rss = rss[1:]  # the supervisor started first (lowest pid)
+    return [round(r, 1) for _, r in rss]
+
+
+def lookups(base: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in bl.metrics(base).items():
+        m = re.match(r'authgate_cache_lookups_total\{cache="(\w+)",result="(\w+)"\}', key)
+        if m:
+            out[f"{m.group(1)}:{m.group(2)}"] = value
+    return out
+
+
+def hit_ratio(before: dict[str, float], after: dict[str, float], cache: str) -> float:
+    hit = after.get(f"{cache}:hit", 0) - before.get(f"{cache}:hit", 0)
+    miss = after.get(f"{cache}:miss", 0) - before.get(f"{cache}:miss", 0)
+    return hit / (hit + miss) if hit + miss else float("nan")
+
+
+def cell(server: Server, name: str, script: Path, duration: float, workers: int,
+         config: str) -> dict[str, Any]:
+    cache = "session" if name.startswith("session") else "token"
+    before = lookups(server.url) if workers == 1 else {}
+    res = bl.run_wrk(server.url + "/auth/me", connections=32, duration=duration,
+                     script=script)
+    after = lookups(server.url) if workers == 1 else {}
+    row = {"config": config, "cell": name, "workers": workers, **res.as_dict(),
+           "errors": res.errors,
+           "hit": hit_ratio(before, after, cache) if workers == 1 else float("nan"),
+           "rss_mb": worker_rss_mb(server, workers), "loadavg": loadavg()}
+    bl.log(f"  {config:10} {name:18} {res.rps:8.0f} req/s  p50 {res.p50_ms:6.2f}  "
+           f"p99 {res.p99_ms:6.2f} ms  non2xx {res.non2xx}  err {res.errors}  "
+           f"hit {row['hit']:.2f}  rss {row['rss_mb']}  load {row['loadavg']}")
+    if res.non2xx or res.errors:
+        bl.log(f"  !! {name}: {res.non2xx} non-2xx, socket errors {res.socket_errors}")
+    return row
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def check_one(server: Server, files: dict[str, Path]) -> None:
+    """One session and one token of each set answer 200, before any wrk runs."""
+    for key, path in files.items():
+        value = path.read_text().split("\n", 1)[0]
+        headers = ({"Cookie": f"{COOKIE}={value}"} if key.startswith("session")
+                   else {"Authorization": f"Bearer {value}"})
+        status, _, body = bl.request("GET", server.url + "/auth/me", headers=headers)
+        if status != 200:
+            raise BenchError(f"{key}: GET /auth/me answered {status}: {body[:300]!r}")
+
+
+def warm_up(server: Server, script: Path, seconds: int = 1) -> None:
+    bl.run_wrk(server.url + "/auth/me", connections=32, duration=seconds, script=script)
+
+
+def patched_server(name: str, env: dict[str, str], work: Path) -> Server:
+    """``authgate serve`` (one worker) with a bigger verified-token cache, patched in before
+    the engine is built (bench only: the size is a constant in authgate.hotstate)."""
+    port = bl.free_port()
+    code = (f"import sys, authgate.hotstate as h; h.VERIFIED_CACHE_BYTES = {BIG_VERIFIED_BYTES};"
+            f" sys.argv = ['authgate', 'serve', '--port', '{port}'];"
+            " from authgate.cli import main; main()")
+    return Server(name=name, cmd=[str(bl.VENV_PY), "-c", code], port=port, env=env, cwd=work,
+                  log_path=work / f"{name}.log", ready_path="/healthz")
+
+
+def run_server_cells(server: Server, scripts: dict[str, Path], args: argparse.Namespace,
+                     workers: int, config: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows = []
+    for kind in kinds:
+        rows.append(cell(server, f"{kind} cold", scripts[f"{kind}_active"], args.duration,
+                         workers, config))
+        for r in range(args.rounds):
+            rows.append(cell(server, f"{kind} warm {r + 1}", scripts[f"{kind}_active"],
+                             args.duration, workers, config))
+        warm_up(server, scripts[f"{kind}_control"])
+        rows.append(cell(server, f"{kind} control", scripts[f"{kind}_control"],
+                         args.duration, workers, config))
+    return rows
+
+
+def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"args": vars(args), "rows": rows}
+    with ExitStack() as stack:
+        db_url = stack.enter_context(rv.pg_database())
+        prefix = stack.enter_context(rv.redis_prefix())
+        env = bl.clean_env(AUTHGATE_DATABASE_URL=db_url, AUTHGATE_REDIS_URL=rv.REDIS_URL,
+                           AUTHGATE_REDIS_PREFIX=prefix, AUTHGATE_ACCESS_TOKEN_TTL="3600",
+                           AUTHGATE_ISSUER=ISSUER)
+        bl.create_user(env, cwd=scratch)
+        bl.log(f"populating {args.sessions:,} sessions, {args.families:,} token families")
+        started = time.perf_counter()
+        pop = asyncio.run(populate(db_url, args.sessions, args.families, scratch,
+                                   max(1, args.sessions // args.active), args.control))
+        result["populate"] = {k: v for k, v in pop.items() if k != "files"}
+        result["populate"]["total_s"] = time.perf_counter() - started
+        bl.log(f"populated in {result['populate']['total_s']:.0f} s: {pop['timings']}, "
+               f"db {pop['db_bytes'] / 1e6:.0f} MB, token {pop['token_bytes']:.0f} B")
+        scripts = {k: lua_script(scratch / f"{k}.lua", v,
+                                 "cookie" if k.startswith("session") else "bearer")
+                   for k, v in pop["files"].items()}
+        for workers in args.workers:
+            config = f"x{workers}"
+            bl.log(f"authgate serve --workers {workers}")
+            server = bl.authgate_server(f"cold-x{workers}", env, scratch, workers=workers)
+            with server:
+                time.sleep(0.5 * workers)
+                check_one(server, pop["files"])
+                rows += run_server_cells(server, scripts, args, workers, config,
+                                         ("session", "bearer"))
+                result.setdefault("log_errors", {})[config] = server.log_errors()[:20]
+            # Restarted: Redis holds what the first server read; this process holds nothing.
+            server = bl.authgate_server(f"cold-x{workers}-restart", env, scratch,
+                                        workers=workers)
+            with server:
+                time.sleep(0.5 * workers)
+                rows.append(cell(server, "session restart", scripts["session_active"],
+                                 args.duration, workers, config))
+                rows.append(cell(server, "session restart 2", scripts["session_active"],
+                                 args.duration, workers, config))
+                result["log_errors"][config + " restart"] = server.log_errors()[:20]
+        if not args.no_patch:
+            bl.log("authgate serve, verified-token cache "
+                   f"{BIG_VERIFIED_BYTES >> 20} MB (patched)")
+            server = patched_server("cold-bigcache", env, scratch)
+            with server:
+                rows += run_server_cells(server, scripts, args, 1, "x1 big", ("bearer",))
+                result["log_errors"]["x1 big"] = server.log_errors()[:20]
+    return result
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
+    a = result["args"]
+    pop = result["populate"]
+    lines = [
+        "# A cold working set on PostgreSQL + Redis, over HTTP", "",
+        f"`{command}`", "", bl.info_lines(info), "",
+        f"**{a['sessions']:,} sessions** and **{a['families']:,} token families** on a fresh "
+        f"PostgreSQL database ({pop['db_bytes'] / 1e6:.0f} MB after loading; populated in "
+        f"{pop['total_s']:.0f} s: sessions by COPY {pop['timings']['sessions_s']:.0f} s, "
+        f"families {pop['timings']['families_s']:.0f} s, {a['families'] + a['control']:,} "
+        f"access tokens signed in-process {pop['timings']['tokens_s']:.0f} s, "
+        f"{pop['token_bytes']:.0f} bytes each), Redis on 127.0.0.1:6379 with a private "
+        f"prefix. Active set: {pop['active']:,} sessions (every 10th) / {a['families']:,} "
+        f"tokens, one picked at random per request by a wrk Lua script; control: "
+        f"{pop['control']:,} other sessions / tokens. `GET /auth/me`, `wrk -t1 -c32` "
+        f"pinned to CPU 1, `authgate serve` to CPU 0, {a['duration']} s per cell.", "",
+    ]
+    header = ["server", "cell", "req/s", "p50 ms", "p90 ms", "p99 ms", "non-2xx", "errors",
+              "cache hit", "worker RSS MB", "load avg"]
+    rows = []
+    for r in result["rows"]:
+        rows.append([r["config"], r["cell"], bl.fmt_int(r["rps"]), bl.fmt_ms(r["p50_ms"]),
+                     bl.fmt_ms(r["p90_ms"]), bl.fmt_ms(r["p99_ms"]), str(r["non2xx"]),
+                     str(r["errors"]),
+                     "—" if r["hit"] != r["hit"] else f"{r['hit']:.0%}",
+                     " + ".join(f"{m:.0f}" for m in r["rss_mb"]), r["loadavg"]])
+    lines += [bl.md_table(header, rows, "llrrrrrrrrl"), ""]
+    ratios = []
+    by = {(r["config"], r["cell"]): r for r in result["rows"]}
+    for config in sorted({r["config"] for r in result["rows"]}):
+        for kind in ("session", "bearer"):
+            ctrl = by.get((config, f"{kind} control"))
+            for name in (f"{kind} cold", f"{kind} warm {a['rounds']}", f"{kind} restart"):
+                row = by.get((config, name))
+                if ctrl and row:
+                    ratios.append([config, name, f"{row['rps'] / ctrl['rps']:.2f}",
+                                   f"{row['p99_ms'] / ctrl['p99_ms']:.2f}"])
+    if ratios:
+        lines += ["Against the control (same server, the small set):", "",
+                  bl.md_table(["server", "cell", "req/s ÷ control", "p99 ÷ control"], ratios),
+                  ""]
+    errors = {k: v for k, v in result.get("log_errors", {}).items() if v}
+    if errors:
+        lines += ["Server log errors:", "", "```", json.dumps(errors, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--families", type=int, default=100_000)
+    parser.add_argument("--active", type=int, default=100_000)
+    parser.add_argument("--control", type=int, default=1000)
+    parser.add_argument("--duration", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
+                        default=[1, 2])
+    parser.add_argument("--no-patch", action="store_true",
+                        help="skip the bigger-verified-cache server")
+    parser.add_argument("--out", type=Path, default=bl.RESULTS / "coldset.md")
+    args = parser.parse_args(argv)
+    if args.duration > 10:
+        parser.error("--duration: at most 10 s per cell (shared machine)")
+    info = bl.machine_info()
+    command = "python bench/coldset.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="authgate-coldset-") as tmp:
+        started = time.monotonic()
+        result = run(args, Path(tmp))
+        result["elapsed_s"] = time.monotonic() - started
+    info["load"] = info.get("load", loadavg())
+    bl.write_json(bl.RESULTS / "raw" / "coldset.json", result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report(result, info, command.strip()))
+    bl.log(f"wrote {args.out} in {result['elapsed_s']:.0f} s")
+    bad = [r for r in result["rows"] if r["non2xx"] or r["errors"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"coldset: {exc}", file=sys.stderr)
+        sys.exit(2)
