@@ -16,11 +16,11 @@ that a wrk Lua script reads in ``init()``; each request picks one at random.
 
 Cells (``wrk -t1 -c32``, server ``taskset -c 0``, wrk ``taskset -c 1``, each ≤ 10 s): on a
 fresh server (nothing cached in the process, nothing in Redis): ``session cold`` (random
-over the active set), ``--rounds`` × ``session warm``, ``session control`` (1,000 other
+over the active set), ``--rounds`` x ``session warm``, ``session control`` (1,000 other
 sessions, after 1 s of warm-up); the same for bearer tokens. Then the server is restarted
 (Redis now holds the sessions the first server read, the process holds nothing):
 ``session restart``. Then (one worker) the bearer cells again on a server whose verified-
-token cache is 4× bigger — there is no setting for it, so a bench-only launcher patches
+token cache is 4 times bigger — there is no setting for it, so a bench-only launcher patches
 ``authgate.hotstate.VERIFIED_CACHE_BYTES`` before ``authgate serve`` starts. Each cell
 reports req/s, p50, p99, non-2xx (from wrk: must be 0), socket errors, the session/token
 cache hit ratio (``authgate_cache_lookups_total`` deltas, one worker only) and the RSS of
@@ -40,15 +40,18 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import benchlib as bl
+import orjson
 import revocation as rv
 from benchlib import BenchError, Server
 
 TTL = 12 * 3600
+PROBE = 1200  # sessions for the in-process breakdown (neither active nor control)
 USERS = 1000
 COOKIE = "__Host-authgate"
 ISSUER = "https://authgate-bench.invalid"  # the server's too: not its PUBLIC_URL default
@@ -107,20 +110,26 @@ async def populate(db_url: str, n_sessions: int, n_families: int, work: Path,
         scols = ["id", "token_hash", "user_id", "csrf_token", "created_at", "last_seen_at",
                  "expires_at", "idle_ttl", "remember", "ip", "user_agent"]
         active: list[str] = []
+        active_rows: list[tuple[Any, ...]] = []
         control: list[str] = []
+        probe: list[tuple[str, tuple[Any, ...]]] = []
         batch = 50_000
         done = 0
         while done < n_sessions:
             records = []
             for i in range(done, min(n_sessions, done + batch)):
                 value = secrets.token_urlsafe(32)
+                rec = (uuid.uuid4().hex, hashlib.sha256(value.encode()).hexdigest(),
+                       users[i % USERS], secrets.token_urlsafe(32), now, now,
+                       now + TTL, TTL, False, "127.0.0.1", "authgate-bench")
+                records.append(rec)
                 if i % active_every == 0:
                     active.append(value)
+                    active_rows.append(rec)
                 elif i % active_every == 1 and len(control) < n_control:
                     control.append(value)
-                records.append((uuid.uuid4().hex, hashlib.sha256(value.encode()).hexdigest(),
-                                users[i % USERS], secrets.token_urlsafe(32), now, now,
-                                now + TTL, TTL, False, "127.0.0.1", "authgate-bench"))
+                elif i % active_every == 2 and len(probe) < PROBE:
+                    probe.append((value, rec))
             await conn.copy_records_to_table("sessions", records=records, columns=scols)
             done += len(records)
         timings["sessions_s"] = time.perf_counter() - started
@@ -153,6 +162,7 @@ async def populate(db_url: str, n_sessions: int, n_families: int, work: Path,
     files["bearer_active"].write_text("\n".join(tokens[:n_families]) + "\n")
     files["bearer_control"].write_text("\n".join(tokens[n_families:]) + "\n")
     return {"timings": timings, "files": files, "active": len(active),
+            "active_rows": active_rows, "probe": probe, "scols": scols,
             "control": len(control), "db_bytes": int(size),
             "token_bytes": sum(map(len, tokens)) / max(1, len(tokens))}
 
@@ -171,6 +181,100 @@ async def issue_tokens(db_url: str, families: list[tuple[str, str]]) -> list[str
                 for fid, uid in families]
     finally:
         await engine.stop()
+
+
+async def fill_redis(db_url: str, prefix: str, rows: list[tuple[Any, ...]],
+                     cols: list[str]) -> float:
+    """Write the active sessions into Redis as ``RedisSessions.put_session`` does (what a
+    login leaves there), under the epoch the servers use: a restarted process then misses
+    only its own cache."""
+    from authgate.engine import Engine
+    from authgate.settings import Settings
+
+    started = time.perf_counter()
+    engine = Engine(Settings(database_url=db_url, redis_url=rv.REDIS_URL, redis_prefix=prefix,
+                             issuer=ISSUER))
+    await engine.start(migrate=False)
+    try:
+        assert engine.redis is not None
+        sessions = engine.redis.sessions
+        for i in range(0, len(rows), 5000):
+            async with engine.redis.client.pipeline(transaction=False) as pipe:
+                for row in rows[i:i + 5000]:
+                    rec = dict(zip(cols, row, strict=True))
+                    rec["written_at"] = rec["last_seen_at"]
+                    pipe.set(sessions.key(rec["token_hash"]), orjson.dumps(rec), ex=TTL,
+                             nx=True)
+                await pipe.execute()
+    finally:
+        await engine.stop()
+    return time.perf_counter() - started
+
+
+def stats_us(ns: list[int]) -> dict[str, float]:
+    us = [n / 1000 for n in ns]
+    return {"n": len(us), "p50": bl.median(us), "p99": bl.percentile(us, 99),
+            "mean": sum(us) / len(us) if us else float("nan")}
+
+
+async def clock(parts: dict[str, list[int]], name: str,
+                call: Callable[..., Awaitable[object]], *args: Any) -> None:
+    begin = time.perf_counter_ns()
+    await call(*args)
+    parts[name].append(time.perf_counter_ns() - begin)
+
+
+async def breakdown(db_url: str, prefix: str, probe: list[tuple[str, tuple[Any, ...]]],
+                    cols: list[str]) -> dict[str, Any]:
+    """In this process, one call at a time: what a cold session look-up spends on each
+    round trip (Redis GET, the PostgreSQL SELECT, the Redis SET, the last-seen UPDATE), and
+    the whole ``session_principal`` on sessions no cache holds — with the pool's
+    ``pool_pre_ping`` as authgate configures it, and (bench-only) without."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from authgate.engine import Engine
+    from authgate.models import SessionRecord
+    from authgate.settings import Settings
+
+    out: dict[str, Any] = {}
+    quarter = len(probe) // 4
+    for pre_ping, part in ((True, 0), (False, 2)):
+        engine = Engine(Settings(database_url=db_url, redis_url=rv.REDIS_URL,
+                                 redis_prefix=prefix, issuer=ISSUER))
+        if not pre_ping:
+            await engine.db.engine.dispose()
+            engine.db.engine = create_async_engine(
+                engine.db.url, pool_size=10, max_overflow=10, pool_pre_ping=False,
+                pool_timeout=5, connect_args={"timeout": 5, "command_timeout": 10})
+        await engine.start(migrate=False)
+        assert engine.redis is not None
+        try:
+            parts: dict[str, list[int]] = {k: [] for k in (
+                "redis GET (miss)", "PG SELECT session", "Redis SET", "PG SELECT user",
+                "PG UPDATE last_seen", "session_principal (cold)")}
+            comp = probe[part * quarter:(part + 1) * quarter]
+            whole = probe[(part + 1) * quarter:(part + 2) * quarter]
+            now = time.time()
+            for _value, row in comp:
+                rec = SessionRecord(**dict(zip(cols, row, strict=True)))
+                await clock(parts, "redis GET (miss)", engine.redis.get_session,
+                            rec.token_hash)
+                await clock(parts, "PG SELECT session", engine.records.get_session,
+                            rec.token_hash)
+                await clock(parts, "Redis SET", engine.redis.put_session, rec, now)
+                await clock(parts, "PG SELECT user", engine.records.get_user, rec.user_id)
+                await clock(parts, "PG UPDATE last_seen", engine.records.touch_session,
+                            rec.id, now)
+            for value, _row in whole:
+                begin = time.perf_counter_ns()
+                if await engine.sessions.session_principal(value) is None:
+                    raise BenchError("a probe session was not found")
+                parts["session_principal (cold)"].append(time.perf_counter_ns() - begin)
+            out["pre_ping" if pre_ping else "no_pre_ping"] = {
+                k: stats_us(v) for k, v in parts.items()}
+        finally:
+            await engine.stop()
+    return out
 
 
 # -- cells --------------------------------------------------------------------------------
@@ -194,19 +298,21 @@ def worker_rss_mb(server: Server, workers: int) -> list[float]:
     children with several (the supervisor itself is left out)."""
     pids = group_pids(server.pid)
     rss = []
+    cmdlines: dict[int, bytes] = {}
     for pid in pids:
         try:
             status = Path(f"/proc/{pid}/status").read_text()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
+        cmdlines[pid] = cmdline
         if b"taskset" in cmdline.split(b"\0")[0]:
             continue
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
         if match:
             rss.append((pid, int(match.group(1)) / 1024))
-    if workers > 1 and len(rss) > workers:
-        rss = rss[1:]  # the supervisor started first (lowest pid)
+    if workers > 1:  # the spawned workers, not the supervisor or the resource tracker
+        rss = [(pid, r) for pid, r in rss if b"spawn_main" in cmdlines.get(pid, b"")]
     return [round(r, 1) for _, r in rss]
 
 
@@ -274,24 +380,58 @@ def patched_server(name: str, env: dict[str, str], work: Path) -> Server:
                   log_path=work / f"{name}.log", ready_path="/healthz")
 
 
-def run_server_cells(server: Server, scripts: dict[str, Path], args: argparse.Namespace,
-                     workers: int, config: str, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
-    rows = []
-    for kind in kinds:
-        rows.append(cell(server, f"{kind} cold", scripts[f"{kind}_active"], args.duration,
-                         workers, config))
-        for r in range(args.rounds):
-            rows.append(cell(server, f"{kind} warm {r + 1}", scripts[f"{kind}_active"],
-                             args.duration, workers, config))
-        warm_up(server, scripts[f"{kind}_control"])
-        rows.append(cell(server, f"{kind} control", scripts[f"{kind}_control"],
+WALK = """\
+local values = {}
+local n, i = 0, %d
+function init(args)
+  for line in io.lines("%s") do n = n + 1; values[n] = line end
+end
+function request()
+  i = i %% n + 1
+  return wrk.format(nil, nil, {Cookie = "%s=" .. values[i]})
+end
+"""
+
+
+def walk(server: Server, values: Path, work: Path, seconds: float) -> dict[str, Any]:
+    """Every active session once, in order, in wrk runs of at most 10 s (each starting where
+    the last stopped) until all were asked or ``seconds`` are spent: fills the process's
+    cache so that the warm rounds after it measure the steady state."""
+    total = sum(1 for _ in values.open())
+    script = work / "walk.lua"
+    done, spent, non2xx = 0, 0.0, 0
+    while done < total and spent < seconds:
+        script.write_text(WALK % (done, values, COOKIE))
+        res = bl.run_wrk(server.url + "/auth/me", connections=32,
+                         duration=min(10.0, seconds - spent), script=script)
+        done += res.requests
+        spent += res.duration_s
+        non2xx += res.non2xx
+    bl.log(f"  walk: {done:,} requests of {total:,} in {spent:.0f} s, non2xx {non2xx}")
+    return {"requests": done, "active": total, "seconds": spent, "non2xx": non2xx}
+
+
+def kind_cells(server: Server, scripts: dict[str, Path], args: argparse.Namespace,
+               workers: int, config: str, kind: str, cold: str | None = None,
+               before_warm: Callable[[], object] | None = None) -> list[dict[str, Any]]:
+    rows = [cell(server, f"{kind} {cold or 'cold'}", scripts[f"{kind}_active"],
+                 args.duration, workers, config)]
+    if before_warm is not None:
+        before_warm()
+    for r in range(args.rounds):
+        rows.append(cell(server, f"{kind} warm {r + 1}", scripts[f"{kind}_active"],
                          args.duration, workers, config))
+    warm_up(server, scripts[f"{kind}_control"])
+    rows.append(cell(server, f"{kind} control", scripts[f"{kind}_control"], args.duration,
+                     workers, config))
     return rows
 
 
 def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    result: dict[str, Any] = {"args": vars(args), "rows": rows}
+    result: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v
+                                       for k, v in vars(args).items()},
+                              "rows": rows, "walks": [], "log_errors": {}}
     with ExitStack() as stack:
         db_url = stack.enter_context(rv.pg_database())
         prefix = stack.enter_context(rv.redis_prefix())
@@ -303,39 +443,60 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
         started = time.perf_counter()
         pop = asyncio.run(populate(db_url, args.sessions, args.families, scratch,
                                    max(1, args.sessions // args.active), args.control))
-        result["populate"] = {k: v for k, v in pop.items() if k != "files"}
+        result["populate"] = {k: v for k, v in pop.items()
+                              if k not in ("files", "active_rows", "probe", "scols")}
         result["populate"]["total_s"] = time.perf_counter() - started
         bl.log(f"populated in {result['populate']['total_s']:.0f} s: {pop['timings']}, "
                f"db {pop['db_bytes'] / 1e6:.0f} MB, token {pop['token_bytes']:.0f} B")
+        result["breakdown"] = asyncio.run(breakdown(db_url, prefix, pop["probe"],
+                                                    pop["scols"]))
+        for variant, parts in result["breakdown"].items():
+            bl.log(f"  breakdown {variant}: " + ", ".join(
+                f"{k} {v['p50']:.0f}/{v['p99']:.0f} us" for k, v in parts.items()))
         scripts = {k: lua_script(scratch / f"{k}.lua", v,
                                  "cookie" if k.startswith("session") else "bearer")
                    for k, v in pop["files"].items()}
-        for workers in args.workers:
+
+        def fill() -> None:
+            took = asyncio.run(fill_redis(db_url, prefix, pop["active_rows"], pop["scols"]))
+            result["populate"]["redis_fill_s"] = took
+            bl.log(f"  {len(pop['active_rows']):,} active sessions written to Redis in "
+                   f"{took:.1f} s")
+
+        def walk_active(server: Server) -> Callable[[], object]:
+            return lambda: result["walks"].append(walk(
+                server, pop["files"]["session_active"], scratch, args.walk))
+
+        for n, workers in enumerate(args.workers):
             config = f"x{workers}"
             bl.log(f"authgate serve --workers {workers}")
-            server = bl.authgate_server(f"cold-x{workers}", env, scratch, workers=workers)
+            if n == 0:
+                # Nothing anywhere but PostgreSQL: every first look-up misses Redis too.
+                server = bl.authgate_server(f"cold-{config}", env, scratch, workers=workers)
+                with server:
+                    time.sleep(0.5 * workers)
+                    check_one(server, pop["files"])
+                    rows.append(cell(server, "session pg-cold", scripts["session_active"],
+                                     args.duration, workers, config))
+                    rows += kind_cells(server, scripts, args, workers, config, "bearer")
+                    result["log_errors"][config] = server.log_errors()[:20]
+                fill()
+            # Redis holds the active sessions (as logins leave them); this process nothing.
+            server = bl.authgate_server(f"cold-{config}-redis", env, scratch, workers=workers)
             with server:
                 time.sleep(0.5 * workers)
                 check_one(server, pop["files"])
-                rows += run_server_cells(server, scripts, args, workers, config,
-                                         ("session", "bearer"))
-                result.setdefault("log_errors", {})[config] = server.log_errors()[:20]
-            # Restarted: Redis holds what the first server read; this process holds nothing.
-            server = bl.authgate_server(f"cold-x{workers}-restart", env, scratch,
-                                        workers=workers)
-            with server:
-                time.sleep(0.5 * workers)
-                rows.append(cell(server, "session restart", scripts["session_active"],
-                                 args.duration, workers, config))
-                rows.append(cell(server, "session restart 2", scripts["session_active"],
-                                 args.duration, workers, config))
-                result["log_errors"][config + " restart"] = server.log_errors()[:20]
+                rows += kind_cells(server, scripts, args, workers, config, "session",
+                                   cold="redis-cold", before_warm=walk_active(server))
+                if n > 0:
+                    rows += kind_cells(server, scripts, args, workers, config, "bearer")
+                result["log_errors"][config + " redis"] = server.log_errors()[:20]
         if not args.no_patch:
             bl.log("authgate serve, verified-token cache "
                    f"{BIG_VERIFIED_BYTES >> 20} MB (patched)")
             server = patched_server("cold-bigcache", env, scratch)
             with server:
-                rows += run_server_cells(server, scripts, args, 1, "x1 big", ("bearer",))
+                rows += kind_cells(server, scripts, args, 1, "x1 big", "bearer")
                 result["log_errors"]["x1 big"] = server.log_errors()[:20]
     return result
 
@@ -400,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 2])
+    parser.add_argument("--walk", type=float, default=90,
+                        help="seconds (at most) for walking every active session once before the "
+                             "warm session rounds")
     parser.add_argument("--no-patch", action="store_true",
                         help="skip the bigger-verified-cache server")
     parser.add_argument("--out", type=Path, default=bl.RESULTS / "coldset.md")
