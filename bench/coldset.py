@@ -55,6 +55,7 @@ PROBE = 1200  # sessions for the in-process breakdown (neither active nor contro
 USERS = 1000
 COOKIE = "__Host-authgate"
 ISSUER = "https://authgate-bench.invalid"  # the server's too: not its PUBLIC_URL default
+TOUCH_INTERVAL = 3600  # > the whole run: no last-seen write during it
 BIG_VERIFIED_BYTES = 256 * 1024 * 1024
 
 LUA = """\
@@ -487,10 +488,23 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                 time.sleep(0.5 * workers)
                 check_one(server, pop["files"])
                 rows += kind_cells(server, scripts, args, workers, config, "session",
-                                   cold="redis-cold", before_warm=walk_active(server))
+                                   cold="redis-cold",
+                                   before_warm=walk_active(server) if n == 0 else None)
                 if n > 0:
                     rows += kind_cells(server, scripts, args, workers, config, "bearer")
                 result["log_errors"][config + " redis"] = server.log_errors()[:20]
+        # The setting a user can change today: write last-seen less often (a returning
+        # user's first request in a process then costs no PostgreSQL write).
+        touch_env = {**env, "AUTHGATE_SESSION_TOUCH_INTERVAL": str(TOUCH_INTERVAL)}
+        server = bl.authgate_server("cold-touch", touch_env, scratch)
+        with server:
+            config = f"x1 touch={TOUCH_INTERVAL}"
+            bl.log(f"authgate serve, SESSION_TOUCH_INTERVAL={TOUCH_INTERVAL}")
+            rows.append(cell(server, "session redis-cold", scripts["session_active"],
+                             args.duration, 1, config))
+            rows.append(cell(server, "session redis-cold 2", scripts["session_active"],
+                             args.duration, 1, config))
+            result["log_errors"][config] = server.log_errors()[:20]
         if not args.no_patch:
             bl.log("authgate serve, verified-token cache "
                    f"{BIG_VERIFIED_BYTES >> 20} MB (patched)")
@@ -536,7 +550,8 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
     for config in sorted({r["config"] for r in result["rows"]}):
         for kind in ("session", "bearer"):
             ctrl = by.get((config, f"{kind} control"))
-            for name in (f"{kind} cold", f"{kind} warm {a['rounds']}", f"{kind} restart"):
+            for name in (f"{kind} pg-cold", f"{kind} redis-cold", f"{kind} cold",
+                         f"{kind} warm {a['rounds']}"):
                 row = by.get((config, name))
                 if ctrl and row:
                     ratios.append([config, name, f"{row['rps'] / ctrl['rps']:.2f}",
@@ -545,6 +560,28 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
         lines += ["Against the control (same server, the small set):", "",
                   bl.md_table(["server", "cell", "req/s ÷ control", "p99 ÷ control"], ratios),
                   ""]
+    for walked in result.get("walks", []):
+        lines.append(f"Before the warm session rounds a walk asked for {walked['requests']:,} "
+                     f"sessions in order ({walked['active']:,} active) in "
+                     f"{walked['seconds']:.0f} s, {walked['non2xx']} non-2xx.")
+    if "redis_fill_s" in pop:
+        lines += ["", f"The {pop['active']:,} active sessions were written to Redis (as a "
+                  f"login leaves them) in {pop['redis_fill_s']:.1f} s, after the `pg-cold` "
+                  "cell and before the `redis-cold` servers started.", ""]
+    bd = result.get("breakdown")
+    if bd:
+        names = list(bd["pre_ping"])
+        lines += ["In-process breakdown of a cold session look-up (one call at a time, "
+                  f"{bd['pre_ping'][names[0]]['n']} sessions each, µs p50 / p99): each "
+                  "round trip alone, then the whole `session_principal` on sessions no "
+                  "cache holds (Redis miss → SELECT → Redis SET → user → UPDATE). "
+                  "`pool_pre_ping` is how `store/db.py` configures the PostgreSQL pool; "
+                  "the other column is the same engine without it (bench-only).", "",
+                  bl.md_table(["call", "pool_pre_ping=True", "pool_pre_ping=False"],
+                              [[n, f"{bd['pre_ping'][n]['p50']:.0f} / "
+                                   f"{bd['pre_ping'][n]['p99']:.0f}",
+                                f"{bd['no_pre_ping'][n]['p50']:.0f} / "
+                                f"{bd['no_pre_ping'][n]['p99']:.0f}"] for n in names]), ""]
     errors = {k: v for k, v in result.get("log_errors", {}).items() if v}
     if errors:
         lines += ["Server log errors:", "", "```", json.dumps(errors, indent=1), "```", ""]
@@ -561,9 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")],
                         default=[1, 2])
-    parser.add_argument("--walk", type=float, default=90,
-                        help="seconds (at most) for walking every active session once before the "
-                             "warm session rounds")
+    parser.add_argument("--walk", type=float, default=120,
+                        help="seconds (at most; first --workers value only) for walking every "
+                             "active session once before the warm session rounds")
     parser.add_argument("--no-patch", action="store_true",
                         help="skip the bigger-verified-cache server")
     parser.add_argument("--out", type=Path, default=bl.RESULTS / "coldset.md")
