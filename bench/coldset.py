@@ -389,12 +389,14 @@ function init(args)
 end
 function request()
   i = i %% n + 1
-  return wrk.format(nil, nil, {Cookie = "%s=" .. values[i]})
+  local v = values[i]
+  return wrk.format(nil, nil, {%s})
 end
 """
 
 
-def walk(server: Server, values: Path, work: Path, seconds: float) -> dict[str, Any]:
+def walk(server: Server, values: Path, work: Path, seconds: float,
+         kind: str = "session") -> dict[str, Any]:
     """Every active session once, in order, in wrk runs of at most 10 s (each starting where
     the last stopped) until all were asked or ``seconds`` are spent: fills the process's
     cache so that the warm rounds after it measure the steady state."""
@@ -402,14 +404,18 @@ def walk(server: Server, values: Path, work: Path, seconds: float) -> dict[str, 
     script = work / "walk.lua"
     done, spent, non2xx = 0, 0.0, 0
     while done < total and spent < seconds:
-        script.write_text(WALK % (done, values, COOKIE))
+        hdr = (f'Cookie = "{COOKIE}=" .. v' if kind == "session"
+               else 'Authorization = "Bearer " .. v')
+        script.write_text(WALK % (done, values, hdr))
         res = bl.run_wrk(server.url + "/auth/me", connections=32,
                          duration=min(10.0, seconds - spent), script=script)
         done += res.requests
         spent += res.duration_s
         non2xx += res.non2xx
-    bl.log(f"  walk: {done:,} requests of {total:,} in {spent:.0f} s, non2xx {non2xx}")
-    return {"requests": done, "active": total, "seconds": spent, "non2xx": non2xx}
+    bl.log(f"  walk ({kind}): {done:,} requests of {total:,} in {spent:.0f} s, "
+           f"non2xx {non2xx}")
+    return {"kind": kind, "server": server.name, "requests": done, "active": total,
+            "seconds": spent, "non2xx": non2xx}
 
 
 def kind_cells(server: Server, scripts: dict[str, Path], args: argparse.Namespace,
@@ -464,9 +470,10 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             bl.log(f"  {len(pop['active_rows']):,} active sessions written to Redis in "
                    f"{took:.1f} s")
 
-        def walk_active(server: Server) -> Callable[[], object]:
+        def walk_active(server: Server, kind: str = "session") -> Callable[[], object]:
+            seconds = args.walk if kind == "session" else args.walk / 2
             return lambda: result["walks"].append(walk(
-                server, pop["files"]["session_active"], scratch, args.walk))
+                server, pop["files"][f"{kind}_active"], scratch, seconds, kind))
 
         for n, workers in enumerate(args.workers):
             config = f"x{workers}"
@@ -479,7 +486,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                     check_one(server, pop["files"])
                     rows.append(cell(server, "session pg-cold", scripts["session_active"],
                                      args.duration, workers, config))
-                    rows += kind_cells(server, scripts, args, workers, config, "bearer")
+                    rows += kind_cells(server, scripts, args, workers, config, "bearer",
+                                       before_warm=walk_active(server, "bearer"))
                     result["log_errors"][config] = server.log_errors()[:20]
                 fill()
             # Redis holds the active sessions (as logins leave them); this process nothing.
@@ -510,7 +518,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                    f"{BIG_VERIFIED_BYTES >> 20} MB (patched)")
             server = patched_server("cold-bigcache", env, scratch)
             with server:
-                rows += kind_cells(server, scripts, args, 1, "x1 big", "bearer")
+                rows += kind_cells(server, scripts, args, 1, "x1 big", "bearer",
+                                   before_warm=walk_active(server, "bearer"))
                 result["log_errors"]["x1 big"] = server.log_errors()[:20]
     return result
 
@@ -561,8 +570,10 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
                   bl.md_table(["server", "cell", "req/s ÷ control", "p99 ÷ control"], ratios),
                   ""]
     for walked in result.get("walks", []):
-        lines.append(f"Before the warm session rounds a walk asked for {walked['requests']:,} "
-                     f"sessions in order ({walked['active']:,} active) in "
+        lines.append(f"- `{walked.get('server', '?')}`: before the warm "
+                     f"{walked.get('kind', '')} rounds a walk asked for "
+                     f"{walked['requests']:,} of the "
+                     f"{walked['active']:,} active ones in order, in "
                      f"{walked['seconds']:.0f} s, {walked['non2xx']} non-2xx.")
     if "redis_fill_s" in pop:
         lines += ["", f"The {pop['active']:,} active sessions were written to Redis (as a "
