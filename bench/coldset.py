@@ -55,7 +55,7 @@ PROBE = 1200  # sessions for the in-process breakdown (neither active nor contro
 USERS = 1000
 COOKIE = "__Host-authgate"
 ISSUER = "https://authgate-bench.invalid"  # the server's too: not its PUBLIC_URL default
-TOUCH_INTERVAL = 3600  # > the whole run: no last-seen write during it
+TOUCH_INTERVAL = 3600  # > the whole run: no last-seen write during it (idle TTL 12 h)
 BIG_VERIFIED_BYTES = 256 * 1024 * 1024
 
 LUA = """\
@@ -503,7 +503,11 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                 result["log_errors"][config + " redis"] = server.log_errors()[:20]
         # The setting a user can change today: write last-seen less often (a returning
         # user's first request in a process then costs no PostgreSQL write).
-        touch_env = {**env, "AUTHGATE_SESSION_TOUCH_INTERVAL": str(TOUCH_INTERVAL)}
+        # Sessions clamp the interval to SESSION_IDLE_TTL / 10 (other workers judge
+        # idleness from the stored last-seen): the idle TTL goes up with it (the bench's
+        # session rows carry a 12 h idle TTL of their own anyway).
+        touch_env = {**env, "AUTHGATE_SESSION_TOUCH_INTERVAL": str(TOUCH_INTERVAL),
+                     "AUTHGATE_SESSION_IDLE_TTL": str(TTL)}
         server = bl.authgate_server("cold-touch", touch_env, scratch)
         with server:
             config = f"x1 touch={TOUCH_INTERVAL}"
