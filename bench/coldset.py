@@ -613,6 +613,12 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
         "server (the cap patched to 256 MiB, bench-only: there is no setting) holds them all "
         "and runs at the control's speed. The machine is shared: read the load average "
         "column, and compare only rows taken close together.", ""]
+    if any("→180*" in r["config"] for r in result["rows"]):
+        lines += ["\\* This run set only `SESSION_TOUCH_INTERVAL=3600`; authgate clamps the "
+                  "interval to `SESSION_IDLE_TTL` / 10 = 180 s, so these sessions (written "
+                  "minutes before) were still touched on their first request: the row is one "
+                  "more `redis-cold` server, not a run without the write. The script now "
+                  "raises the idle TTL with it; see `coldset-touch.md` for that run.", ""]
     errors = {k: v for k, v in result.get("log_errors", {}).items() if v}
     if errors:
         lines += ["Server log errors:", "", "```", json.dumps(errors, indent=1), "```", ""]
