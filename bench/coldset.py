@@ -14,17 +14,29 @@ Every 10th session is *active* (``--active`` of them); ``--control`` other sessi
 tokens make the control set that fits any cache. Their cookie values / tokens go to files
 that a wrk Lua script reads in ``init()``; each request picks one at random.
 
-Cells (``wrk -t1 -c32``, server ``taskset -c 0``, wrk ``taskset -c 1``, each ≤ 10 s): on a
-fresh server (nothing cached in the process, nothing in Redis): ``session cold`` (random
-over the active set), ``--rounds`` x ``session warm``, ``session control`` (1,000 other
-sessions, after 1 s of warm-up); the same for bearer tokens. Then the server is restarted
-(Redis now holds the sessions the first server read, the process holds nothing):
-``session restart``. Then (one worker) the bearer cells again on a server whose verified-
-token cache is 4 times bigger — there is no setting for it, so a bench-only launcher patches
-``authgate.hotstate.VERIFIED_CACHE_BYTES`` before ``authgate serve`` starts. Each cell
-reports req/s, p50, p99, non-2xx (from wrk: must be 0), socket errors, the session/token
-cache hit ratio (``authgate_cache_lookups_total`` deltas, one worker only) and the RSS of
-each worker after it. Results: bench/results/coldset.md (+ raw JSON in results/raw/).
+Cells (``wrk -t1 -c32``, server ``taskset -c 0``, wrk ``taskset -c 1``, each wrk run
+<= 10 s), ``GET /auth/me``:
+
+1. in-process breakdown of a cold session look-up, one call at a time (Redis GET, the
+   PostgreSQL SELECT, Redis SET, user SELECT, last-seen UPDATE, the whole
+   ``session_principal``), with the pool's ``pool_pre_ping`` and (bench-only) without;
+2. server 1 (nothing in Redis, nothing in the process): ``session pg-cold``; ``bearer
+   cold``, a walk over every active token (so the cache reaches its steady state),
+   ``--rounds`` x ``bearer warm``, ``bearer control`` (1 s warm-up first);
+3. the active sessions are written to Redis as a login leaves them; server 2 (fresh
+   process): ``session redis-cold``, a walk over the active sessions (``--walk`` s at
+   most), warm rounds, control;
+4. the other ``--workers`` values: the same as 3 without the walk, then the bearer cells;
+5. ``SESSION_TOUCH_INTERVAL=3600`` + ``SESSION_IDLE_TTL=43200`` (the interval is clamped to
+   a tenth of the idle TTL): ``session redis-cold`` with no last-seen write due;
+6. (one worker, unless ``--no-patch``) the bearer cells on a server whose verified-token
+   cache is 256 MiB instead of 64 MiB — there is no setting, so a bench-only launcher
+   patches ``authgate.hotstate.VERIFIED_CACHE_BYTES`` before ``authgate serve`` starts.
+
+Each cell reports req/s, p50, p90, p99, non-2xx (wrk's counter: must be 0), socket
+errors, the session/token cache hit ratio (``authgate_cache_lookups_total`` deltas, one
+worker only) and the RSS of each worker after it. Results: bench/results/coldset.md (+ raw
+JSON in results/raw/, git-ignored; ``--from-json`` rewrites the report from it).
 """
 
 from __future__ import annotations
