@@ -85,7 +85,9 @@ class Engine:
         self.tokens = AccessTokens(self.keys, settings.token_issuer, settings.audience,
                                    settings.access_token_ttl, settings.token_leeway,
                                    encrypt=settings.token_encryption)
-        self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval)
+        self.hot = HotState(self.records, self.clock, settings.revocation_poll_interval,
+                            capacity=settings.cache_size,
+                            token_cache_bytes=settings.token_cache_mb * 1024 * 1024)
         self._gauges()
         # Between processes without Redis, in milliseconds (the log stays the backstop).
         self.socket_bus: SocketBus | None = None

@@ -98,14 +98,15 @@ def _entry_size(key: Any, value: Any) -> int:
     return total
 
 
-VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB: a worker's budget for them
+VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB (TOKEN_CACHE_MB's default)
 
 
 class HotState:
     """Caches plus the revocation watcher that keeps them honest."""
 
     def __init__(self, records: RevocationLog, clock: Clock, poll_interval: float = 0.25,
-                 stale_after: float = 1.0, capacity: int = 200_000) -> None:
+                 stale_after: float = 1.0, capacity: int = 200_000,
+                 token_cache_bytes: int = VERIFIED_CACHE_BYTES) -> None:
         self.records = records
         self.clock = clock
         self.poll_interval = poll_interval
@@ -114,7 +115,7 @@ class HotState:
         self.no_session: BoundedCache[str, bool] = BoundedCache(capacity)
         self.users: BoundedCache[str, User] = BoundedCache(capacity)
         self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(
-            capacity, max_bytes=VERIFIED_CACHE_BYTES)
+            capacity, max_bytes=token_cache_bytes)
         self.revoked_families: dict[str, float] = {}
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0

@@ -72,9 +72,12 @@ class StorageSettings(_Group):
     redis_url: str | None
     redis_prefix: str
     revocation_poll_interval: float
+    cache_size: int
+    token_cache_mb: int
     SOURCE: ClassVar[Mapping[str, str]] = {
         "database_url": "database_url", "redis_url": "redis_url",
-        "redis_prefix": "redis_prefix", "revocation_poll_interval": "revocation_poll_interval"}
+        "redis_prefix": "redis_prefix", "revocation_poll_interval": "revocation_poll_interval",
+        "cache_size": "cache_size", "token_cache_mb": "token_cache_mb"}
 
 
 @dataclass(frozen=True, slots=True)

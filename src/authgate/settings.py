@@ -111,6 +111,8 @@ class Settings(GroupViews, BaseSettings, MailFields):
     password_hash_preset: PasswordHashPreset = "default"
 
     revocation_poll_interval: float = Field(default=0.25, gt=0, le=1.0)
+    cache_size: int = Field(default=200_000, ge=1000)  # entries per in-process cache
+    token_cache_mb: int = Field(default=64, ge=1)  # the verified-token cache's byte cap
 
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False  # a line per request halves the fast path's throughput

@@ -143,3 +143,19 @@ def test_serve_refuses_the_test_preset_on_a_public_listener(
     assert done.output.strip().splitlines() == [
         "authgate: error: PASSWORD_HASH_PRESET=test is for tests: serve it on a loopback "
         "address, not 0.0.0.0"]
+
+
+def test_the_cache_sizes_reach_the_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CACHE_SIZE and TOKEN_CACHE_MB size the in-process caches (bench/coldset.py: a cold
+    set larger than the default token cache re-verifies two tokens in three)."""
+    from authgate import AuthGate
+    from authgate.hotstate import HotState
+
+    monkeypatch.setenv("AUTHGATE_CACHE_SIZE", "5000")
+    monkeypatch.setenv("AUTHGATE_TOKEN_CACHE_MB", "256")
+    hot: HotState = AuthGate(load_settings(None)).engine.hot
+    assert hot.sessions.capacity == hot.verified.capacity == 5000
+    assert hot.verified.max_bytes == 256 * 1024 * 1024
+    monkeypatch.setenv("AUTHGATE_CACHE_SIZE", "10")
+    with pytest.raises(ConfigError):
+        load_settings(None)
