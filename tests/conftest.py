@@ -23,7 +23,9 @@ import httpx
 import pytest
 
 from authgate.settings import is_loopback_host
-from tests.helpers import AuthClient, ReadsTokens
+from tests.helpers import AuthClient, ReadsTokens, share_default_ssl_context
+
+share_default_ssl_context()
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHGATE = str(Path(sys.executable).with_name("authgate"))
@@ -219,17 +221,33 @@ SLOW_TESTS = frozenset(f"tests/{name}" for name in (
     "web/test_parsing.py::test_a_json_key_given_twice_is_always_refused",
     "test_advisories.py::test_jwe_positive_control_issued_and_forged",
     "unit/test_engine.py::test_engine_imports_no_web_framework",
+    "blackbox/test_mail_delivery.py::test_cli_users_with_email",
+    "blackbox/test_mail_delivery.py::test_an_smtp_outage_delays_mail_and_loses_none",
+    "blackbox/test_mail_delivery.py::test_outbox_depth_metric",
+    "blackbox/test_mail_delivery.py::test_starttls_refused_when_the_certificate_is_not_trusted",
+    "blackbox/test_mail_delivery.py::test_a_database_of_the_previous_release_gets_addresses",
+    "blackbox/test_mail_delivery.py::test_tls_and_auth",
+    "blackbox/test_account_mail.py::test_every_step_is_in_the_audit_trail",
+    "blackbox/test_mfa.py::test_operator_mfa_reset_ends_sessions",
 ))
+
+
+#: Fixtures of real services beyond SQLite: a test that takes one runs in the full suite.
+OUTSIDE_FAST_LAYER = frozenset({"pg_url", "redis_settings", "persistent_redis", "node",
+                                "node_modules", "browser", "page"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The fast layer (``-m fast``, ``scripts/test.sh --fast``): in-process tests on SQLite
-    that take well under a second. Not in it: tests marked ``subprocess``, the PostgreSQL and
-    Redis runs of a test (each makes a database of its own), and :data:`SLOW_TESTS`."""
+    that take well under a second. Not in it: tests marked ``subprocess`` or ``browser``, the
+    PostgreSQL, Redis and encrypted-token reruns of a test, tests that take such a service
+    or Node (:data:`OUTSIDE_FAST_LAYER`), and :data:`SLOW_TESTS`."""
     for item in items:
         base, _, params = item.nodeid.partition("[")
+        needs = set(getattr(item, "fixturenames", ())) & OUTSIDE_FAST_LAYER
         if (item.get_closest_marker("subprocess") is None and base not in SLOW_TESTS
-                and "postgres" not in params and "redis" not in params):
+                and item.get_closest_marker("browser") is None and not needs
+                and not any(name in params for name in ("postgres", "redis", "encryption"))):
             item.add_marker(pytest.mark.fast)
 
 

@@ -9,6 +9,24 @@ from typing import Any
 import httpx
 
 
+def share_default_ssl_context() -> None:
+    """Every httpx client builds its default SSL context again, loading the whole CA bundle
+    (~35 ms; a fifth of an in-process test module's time, for clients that speak plain HTTP
+    to loopback). One default context for the run: an ``SSLContext`` may serve many clients.
+    Anything but the default (``verify=`` a path or context, a client ``cert``) is built as
+    before."""
+    import httpx._transports.default as transport
+
+    original = transport.create_ssl_context
+    shared = original()
+
+    def create(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        return shared if verify is True and cert is None else original(
+            verify=verify, cert=cert, trust_env=trust_env)
+
+    transport.create_ssl_context = create  # type: ignore[assignment]
+
+
 def parse_set_cookie(header: str) -> tuple[str, str, dict[str, str]]:
     """``name=value; Attr=x; Flag`` → (name, value, {attr-lowercased: value})."""
     first, *rest = header.split(";")
@@ -106,4 +124,5 @@ class ReadsTokens:
         return (plain or b"").decode("ascii")
 
 
-__all__ = ["AuthClient", "ReadsTokens", "cookie_attrs", "parse_set_cookie"]
+__all__ = ["AuthClient", "ReadsTokens", "cookie_attrs", "parse_set_cookie",
+           "share_default_ssl_context"]
