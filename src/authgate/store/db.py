@@ -168,5 +168,17 @@ class Database:
         await self.engine.dispose()
 
 
+#: SQLSTATE classes that mean "no usable connection", not "this statement is wrong":
+#: 08 connection exceptions, 57P01-57P03 shutdown / crash / "the database system is
+#: starting up" (what a restarting PostgreSQL answers for a few seconds).
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
 def _is_connectivity(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return True
+    for err in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        state = str(getattr(err, "sqlstate", None) or getattr(err, "pgcode", None) or "")
+        if state.startswith(_UNAVAILABLE_SQLSTATES):
+            return True
+    return False
