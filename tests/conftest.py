@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -251,25 +252,45 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.fast)
 
 
-@pytest.fixture(scope="module")
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           contract_backend: str) -> Iterator[Server]:
-    settings: dict[str, Any] = {}
+@contextmanager
+def backend_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                   contract_backend: str, **settings: Any) -> Iterator[Server]:
+    """A server (in-process unless the test needs a process) on ``contract_backend``, with
+    ``settings`` on top: its own PostgreSQL database and Redis prefix, dropped after."""
     pg: str | None = None
     redis: dict[str, str] | None = None
     if contract_backend == "postgresql+redis":
         pg = _pg_create()
         redis = _redis_prefix()
-        settings = {"database_url": pg, **redis}
+        settings = {"database_url": pg, **redis, **settings}
     elif contract_backend == ENCRYPTED_CONTRACT_BACKEND:
-        settings = {"token_encryption": True}
+        settings = {"token_encryption": True, **settings}
     srv = server_class(request)(tmp_path_factory.mktemp("srv"), settings).start()
-    yield srv
-    srv.stop()
-    if pg is not None:
-        _pg_drop(pg)
-    if redis is not None:
-        _redis_drop(redis["redis_prefix"])
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        if pg is not None:
+            _pg_drop(pg)
+        if redis is not None:
+            _redis_drop(redis["redis_prefix"])
+
+
+@pytest.fixture(scope="module")
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           contract_backend: str) -> Iterator[Server]:
+    with backend_server(request, tmp_path_factory, contract_backend) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def mailbox() -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd on a loopback port) that keeps what it receives."""
+    from tests.mailbox import Mailbox
+
+    box = Mailbox().start()
+    yield box
+    box.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.conftest import Server
+from tests.conftest import Server, backend_server
 from tests.mailbox import Mailbox
 from tests.test_browser import browser, new_context  # noqa: F401  (fixtures)
 
@@ -18,17 +18,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox().start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("browser-mail"), {"smtp_url": mailbox.url}).start()
-    yield srv
-    srv.stop()
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           mailbox: Mailbox) -> Iterator[Server]:
+    with backend_server(request, tmp_path_factory, "sqlite", smtp_url=mailbox.url) as srv:
+        yield srv
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.blackbox.support import assert_error, eventually, new_password
-from tests.conftest import Server, _pg_create, _pg_drop, _redis_drop, _redis_prefix
+from tests.conftest import Server, backend_server
 from tests.helpers import AuthClient
 from tests.mailbox import Mailbox
 
@@ -24,28 +24,11 @@ ALL_BACKENDS = True
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox().start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, contract_backend: str,
-           mailbox: Mailbox) -> Iterator[Server]:
-    settings: dict[str, Any] = {"smtp_url": mailbox.url,
-                                "mail_from": "Auth <auth@example.test>"}
-    pg = redis = None
-    if contract_backend == "postgresql+redis":
-        pg, redis = _pg_create(), _redis_prefix()
-        settings.update(database_url=pg, **redis)
-    srv = Server(tmp_path_factory.mktemp("mail"), settings).start()
-    yield srv
-    srv.stop()
-    if pg is not None:
-        _pg_drop(pg)
-    if redis is not None:
-        _redis_drop(redis["redis_prefix"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           contract_backend: str, mailbox: Mailbox) -> Iterator[Server]:
+    with backend_server(request, tmp_path_factory, contract_backend, smtp_url=mailbox.url,
+                        mail_from="Auth <auth@example.test>") as srv:
+        yield srv
 
 
 def address() -> str:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.blackbox.support import EVIL, new_password, session_cookie_attrs
 from tests.blackbox.test_pages import page_login
-from tests.conftest import Server
+from tests.conftest import Server, backend_server
 from tests.helpers import AuthClient
 from tests.mailbox import Mailbox
 
@@ -23,17 +23,10 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture(scope="module")
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox().start()
-    yield box
-    box.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, mailbox: Mailbox) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("pages"), {"smtp_url": mailbox.url}).start()
-    yield srv
-    srv.stop()
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           mailbox: Mailbox) -> Iterator[Server]:
+    with backend_server(request, tmp_path_factory, "sqlite", smtp_url=mailbox.url) as srv:
+        yield srv
 
 
 def address() -> str:
