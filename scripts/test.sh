@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs and run all of it: lint, types, tests.
 # Usage: scripts/test.sh [extra pytest args]
-#        scripts/test.sh --fast [extra pytest args]   the in-process layer alone (< 2 min):
+#        scripts/test.sh --fast [extra pytest args]   the fast layer alone (< 2 min, all cores):
 #          no service start, no browser, no subprocess servers; what needs a missing
 #          PostgreSQL or Redis skips (CI=0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--fast" ]; then
   shift
-  [ -x .venv/bin/pytest ] || { "${PYTHON:-python3}" -m venv .venv && .venv/bin/pip install -q -e '.[test,bench]'; }
+  [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
+  .venv/bin/python -c "import authgate, xdist" 2>/dev/null || .venv/bin/pip install -q -e '.[test,bench]'
   .venv/bin/ruff check .
-  CI=${CI:-0} exec .venv/bin/pytest -m fast -q "$@"
+  # every core; a module's tests stay on one worker (module-scoped servers start once)
+  CI=${CI:-0} exec .venv/bin/pytest -m fast -q -n auto --dist loadscope "$@"
 fi
 # A full run is a CI run unless told otherwise (CI=0): a missing PostgreSQL, Redis, browser,
 # nginx or node then fails the run instead of quietly skipping its tests.
