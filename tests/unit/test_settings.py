@@ -145,12 +145,14 @@ def test_serve_refuses_the_test_preset_on_a_public_listener(
         "address, not 0.0.0.0"]
 
 
-def test_the_cache_sizes_reach_the_caches(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cache_sizes_reach_the_caches(monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
     """CACHE_SIZE and TOKEN_CACHE_MB size the in-process caches (bench/coldset.py: a cold
     set larger than the default token cache re-verifies two tokens in three)."""
     from authgate import AuthGate
     from authgate.hotstate import HotState
 
+    monkeypatch.setenv("AUTHGATE_DATABASE_URL", f"sqlite:///{tmp_path / 'a.db'}")
     monkeypatch.setenv("AUTHGATE_CACHE_SIZE", "5000")
     monkeypatch.setenv("AUTHGATE_TOKEN_CACHE_MB", "256")
     hot: HotState = AuthGate(load_settings(None)).engine.hot
