@@ -172,7 +172,15 @@ class InProcessServer(ReadsTokens):
             finally:
                 ready.set()
                 sock.close()
+                # As asyncio.run ends a loop: whatever is still running (a request that
+                # outlived the graceful shutdown, a driver's pending call) is cancelled and
+                # awaited, so no database thread calls back into a closed loop later.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
                 loop.close()
 
         self._thread = threading.Thread(target=run, name=f"authgate-{self.port}", daemon=True)
