@@ -176,6 +176,7 @@ class Engine:
             probe = await self.grants.claims_for(User(id="probe", username="probe"))
             check_extra_claims(set(probe))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="authgate-purge"))
+        self._tasks.append(asyncio.create_task(self._write_behind(), name="authgate-touch"))
         self.events.start()
         if self.webhooks is not None:
             self.webhooks.start()
@@ -190,6 +191,11 @@ class Engine:
     async def stop(self) -> None:
         await cancel(*self._tasks)
         self._tasks.clear()
+        if self._started:
+            try:
+                await self.sessions.flush_touches()
+            except Exception as exc:  # stopping goes on: the times are advisory
+                log.warning("last-seen times not written at stop: %s", exc)
         await self.events.stop()
         if self.webhooks is not None:
             await self.webhooks.stop()
@@ -203,6 +209,19 @@ class Engine:
             await self.notify_bus.stop()
         await self.db.close()
         self._started = False
+
+    async def _write_behind(self) -> None:
+        """Write the sessions' last-seen times once a second, off the requests that saw them
+        (other workers judge idleness from the stored value: it lags by at most a second more
+        than SESSION_TOUCH_INTERVAL)."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.sessions.flush_touches()
+            except AuthGateError:
+                pass  # the database is away: kept for the next round
+            except Exception:
+                log.exception("writing last-seen times failed")
 
     async def _housekeeping(self) -> None:
         """Reload keys every 30 s (a rotation made elsewhere shows up in the JWKS well before
@@ -222,6 +241,7 @@ class Engine:
 
     async def purge(self) -> dict[str, int]:
         """Delete expired sessions, refresh tokens and denylist entries."""
+        await self.sessions.flush_touches()  # not an idle-looking session used just now
         counts = await self.records.purge(self.clock.now())
         counts["throttle"] = await self.throttle.purge()
         counts["audit_events"] = await self.audit.purge(

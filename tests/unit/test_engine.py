@@ -153,10 +153,29 @@ async def test_last_seen_written_at_most_every_interval(make_engine: EngineFacto
     first = await stored_last_seen()
     clock.advance(30)
     await engine.sessions.session_principal(value)
-    assert await stored_last_seen() == first  # no write within the interval
+    assert await engine.sessions.flush_touches() == 0  # nothing due within the interval
+    assert await stored_last_seen() == first
     clock.advance(31)
     await engine.sessions.session_principal(value)
+    # write-behind: the request itself wrote nothing; the next flush (every second) does
+    assert await stored_last_seen() == first
+    assert await engine.sessions.flush_touches() == 1
     assert await stored_last_seen() == pytest.approx(first + 61)
+
+
+async def test_stop_writes_the_queued_last_seen_times(make_engine: EngineFactory,
+                                                      clock: ManualClock) -> None:
+    engine = await make_engine(session_touch_interval=60)
+    await engine.users.create_user("fiona", PW)
+    value, rec, _ = await engine.sessions.login("fiona", PW)
+    clock.advance(61)
+    await engine.sessions.session_principal(value)
+    await engine.stop()
+    again = await make_engine()  # another process on the same database
+    async with again.db.read() as conn:
+        stored = float((await conn.execute(sa.select(t.sessions.c.last_seen_at).where(
+            t.sessions.c.id == rec.id))).scalar_one())
+    assert stored == pytest.approx(rec.created_at + 61)
 
 
 async def test_only_the_hash_of_a_session_id_is_stored(engine: Engine) -> None:

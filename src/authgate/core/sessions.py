@@ -46,6 +46,7 @@ class Sessions:
     _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
         default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
+    _touches: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         # Other workers judge idleness from the stored last-seen, which lags by up to this
@@ -131,9 +132,9 @@ class Sessions:
         if user is None or user.disabled:
             return None
         rec.last_seen_at = now  # activity resets the idle timer, exactly, in this process
-        if now - rec.written_at >= self._touch_interval:  # the database: at most this often
-            rec.written_at = now
-            await self.records.touch_session(rec.id, now)
+        if now - rec.written_at >= self._touch_interval:  # the database: at most this often,
+            rec.written_at = now  # and off the request (write-behind: flush_touches)
+            self._touches[rec.id] = now
         return Principal(user=user, auth="session",
                          scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
                          session=rec, csrf_token=rec.csrf_token, via_cookie=True)
@@ -225,6 +226,7 @@ class Sessions:
 
     async def sign_ins(self, principal: Principal) -> list[SignInEntry]:
         """The caller's sessions and token families, oldest first."""
+        await self.flush_touches()  # the stored last-seen decides which are alive
         now = self.clock.now()
         current_session = principal.session.id if principal.session else None
         current_family = principal.claims.get("sid") if principal.claims else None
@@ -259,6 +261,20 @@ class Sessions:
     async def logout_everywhere(self, user: User) -> None:
         await self.revocations.everything_of(user.id)
         self.events.emit("sign_out.everywhere", user_id=user.id)
+
+    async def flush_touches(self) -> int:
+        """Write the last-seen times requests queued since the last flush, in one batch (the
+        engine calls this every second and at stop). A failed write keeps them queued."""
+        if not self._touches:
+            return 0
+        batch, self._touches = self._touches, {}
+        try:
+            await self.records.touch_sessions(batch)
+        except BaseException:
+            for sid, at in batch.items():
+                self._touches[sid] = max(at, self._touches.get(sid, at))
+            raise
+        return len(batch)
 
     def last_seen(self, token_hash: str) -> float | None:
         """A session's last use as this process knows it: exact for the sessions it serves,

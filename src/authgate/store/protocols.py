@@ -23,7 +23,7 @@ makes mypy say so) and passes the contract suite in ``tests/storage/``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from authgate.models import Revocation, SessionRecord, TokenFamily, User
@@ -93,7 +93,8 @@ class SessionStore(Protocol):
 
     async def get_session(self, token_hash: str) -> SessionRecord | None: ...
 
-    async def touch_session(self, session_id: str, at: float) -> None: ...
+    async def touch_sessions(self, seen: Mapping[str, float]) -> None:
+        """Write last-seen times (session ID → when), never moving one back."""
 
     async def user_sessions(self, user_id: str, now: float) -> list[SessionRecord]: ...
 

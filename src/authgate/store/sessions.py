@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
@@ -40,11 +42,14 @@ class SessionRecords(SqlArea):
                 t.sessions.c.token_hash == token_hash))).mappings().first()
         return _session(row) if row else None
 
-    async def touch_session(self, session_id: str, at: float) -> None:
+    async def touch_sessions(self, seen: Mapping[str, float]) -> None:
+        if not seen:
+            return
+        at = sa.bindparam("at", type_=sa.Float)
         async with self.db.write() as conn:
             await conn.execute(t.sessions.update().where(
-                t.sessions.c.id == session_id, t.sessions.c.last_seen_at < at).values(
-                last_seen_at=at))
+                t.sessions.c.id == sa.bindparam("sid"), t.sessions.c.last_seen_at < at).values(
+                last_seen_at=at), [{"sid": sid, "at": when} for sid, when in seen.items()])
 
     async def user_sessions(self, user_id: str, now: float) -> list[SessionRecord]:
         async with self.db.read() as conn:
