@@ -13,6 +13,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from authgate.errors import Throttled
+from authgate.logs import RequestIdFilter
 from authgate.web.app import Hardening
 from authgate.web.boundary import ErrorBoundary
 from authgate.web.parsing import MAX_BODY
@@ -166,3 +167,21 @@ async def test_hardening_adds_its_headers_unless_the_app_set_them() -> None:
     async with served(ok) as c:
         r = await c.get("/x")
     assert r.headers.get_list("referrer-policy") == ["no-referrer"]
+
+
+@pytest.mark.parametrize("case", ["crash", "body too large", "headers too large"])
+async def test_what_the_boundary_answers_carries_the_request_id(
+        case: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A 500, 413 or 431 written by the boundary has the request's X-Request-ID, and the log
+    line about it names the same id (an operator finds the request from the answer)."""
+    headers = {"content-length": str(MAX_BODY + 1)} if case == "body too large" else \
+        {"x-big": "a" * 17000} if case == "headers too large" else {}
+    caplog.handler.addFilter(RequestIdFilter())
+    with caplog.at_level(logging.INFO, logger="authgate"):
+        async with served(crashing()) as c:
+            r = await c.get("/auth/me", headers=headers)
+    assert r.status_code == {"crash": 500, "body too large": 413, "headers too large": 431}[case]
+    rid = r.headers.get("x-request-id")
+    assert rid and len(rid) == 16
+    if case == "crash":
+        assert [rec for rec in caplog.records if getattr(rec, "request_id", None) == rid]

@@ -25,7 +25,7 @@ from authgate.gate import AuthGate
 from authgate.logs import new_request_id, request_id
 from authgate.metrics import CONTENT_TYPE, Metrics
 from authgate.settings import Settings
-from authgate.web.boundary import ErrorBoundary
+from authgate.web.boundary import REQUEST_ID_KEY, ErrorBoundary
 from authgate.web.errors import OAUTH_PATHS, HeadersTooLarge, InvalidBody, to_response
 from authgate.web.fastpath import FastPath
 from authgate.web.http import NO_STORE, JSONResponse, _trusted
@@ -67,20 +67,25 @@ class Hardening:
             return
         offered = None
         header_bytes = 0
+        refused: AuthGateError | None = None
         for name, value in scope["headers"]:
             header_bytes += len(name) + len(value)
             if name == b"x-request-id" and self.proxies:
                 peer = scope["client"][0] if scope.get("client") else ""
                 if _trusted(peer, self.proxies):
                     offered = value.decode("latin-1")
-            if name == b"content-length":
+            if name == b"content-length" and refused is None:
                 if not value.isdigit():
-                    raise BadRequest("invalid Content-Length")
-                if int(value) > MAX_BODY:
-                    raise PayloadTooLarge()
+                    refused = BadRequest("invalid Content-Length")
+                elif int(value) > MAX_BODY:
+                    refused = PayloadTooLarge()
         if header_bytes > MAX_HEADERS:
-            raise HeadersTooLarge()
+            refused = HeadersTooLarge()
         rid = new_request_id(offered) if offered else os.urandom(8).hex()
+        # what the boundary outside answers carries the id too (a refusal here, a crash)
+        scope[REQUEST_ID_KEY] = rid
+        if refused is not None:
+            raise refused
         token = request_id.set(rid)
         received = 0
         status = 0

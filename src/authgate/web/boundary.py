@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from authgate.logs import request_id
 from authgate.web.authn import bearer_token
 from authgate.web.errors import OAUTH_PATHS, to_response
 
 log = logging.getLogger("authgate")
+REQUEST_ID_KEY = "authgate.request_id"  # the scope key the hardening layer sets
 
 
 class ErrorBoundary:
@@ -46,9 +48,18 @@ class ErrorBoundary:
                 log.error("unhandled error on %s %s after its response started: %s",
                           scope["method"], scope["path"], type(exc).__name__)
                 return
-            response = to_response(exc, oauth=scope["path"] in OAUTH_PATHS,
-                                   token_sent=bearer_token(HTTPConnection(scope)) is not None,
-                                   where=f"{scope['method']} {scope['path']}")
+            rid = scope.get(REQUEST_ID_KEY)
+            token = request_id.set(rid) if rid else None
+            try:
+                response = to_response(exc, oauth=scope["path"] in OAUTH_PATHS,
+                                       token_sent=bearer_token(HTTPConnection(scope))
+                                       is not None,
+                                       where=f"{scope['method']} {scope['path']}")
+            finally:
+                if token is not None:
+                    request_id.reset(token)
             present = {name for name, _ in response.raw_headers}
             response.raw_headers += [(n, v) for n, v in self.headers if n not in present]
+            if rid:
+                response.raw_headers.append((b"x-request-id", rid.encode()))
             await response(scope, receive, send)
