@@ -56,9 +56,22 @@ def test_public_url_elsewhere_without_proxy_warns_once(tmp_path: Path) -> None:
 
 def test_public_url_behind_a_trusted_proxy_does_not_warn(tmp_path: Path) -> None:
     srv = Server(tmp_path, {"public_url": "https://auth.example.test",
-                            "trusted_proxies": "127.0.0.1"}).start()
+                            "trusted_proxies": "127.0.0.1",
+                            "smtp_url": "smtp://127.0.0.1:2525"}).start()
     try:
         assert "WARNING" not in srv.log()
+    finally:
+        srv.stop()
+
+
+def test_a_public_server_without_smtp_warns_that_links_go_to_the_log(tmp_path: Path) -> None:
+    """Without SMTP_URL the verification and reset links are logged: fine on a laptop, a
+    silent failure for real users, so a server with a public PUBLIC_URL says so once."""
+    srv = Server(tmp_path, {"public_url": "https://auth.example.test",
+                            "trusted_proxies": "127.0.0.1"}).start()
+    try:
+        warnings = [line for line in srv.log().splitlines() if "WARNING" in line]
+        assert len(warnings) == 1 and "SMTP_URL is not set" in warnings[0], srv.log()
     finally:
         srv.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -54,6 +55,10 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
         log.warning("PUBLIC_URL is %s but the server listens on %s and TRUSTED_PROXIES is "
                     "empty: browsers that open %s will fail the Origin check and the login "
                     "form.", settings.server.public_origin, listening, listening)
+    if settings.mail.smtp_url is None and not is_loopback_host(
+            urlsplit(settings.server.public_origin).hostname or ""):
+        log.warning("SMTP_URL is not set: verification and password-reset links go to this "
+                    "log instead of the users' mailboxes. Set AUTHGATE_SMTP_URL.")
     _run(config, _preflight, redis_required=True)  # database migrated, Redis reachable
     if config:
         os.environ["AUTHGATE_CONFIG"] = os.path.abspath(config)
@@ -120,7 +125,6 @@ def _url_host(host: str) -> str:
 def _same_place(origin: str, listening: str) -> bool:
     """Whether a browser at ``origin`` reaches the server listening at ``listening``: the
     same port, and the same host (every loopback spelling counts as one)."""
-    from urllib.parse import urlsplit
 
     a, b = urlsplit(origin), urlsplit(listening)
     if a.scheme != "http" or a.port != b.port:
@@ -131,7 +135,6 @@ def _same_place(origin: str, listening: str) -> bool:
 def _plain_http_problem(settings: Settings) -> str | None:
     """Secure cookies over plain HTTP on a real network: the browser drops every cookie and
     the user sees "form expired". Loopback is a secure context, so it is fine there."""
-    from urllib.parse import urlsplit
 
     parts = urlsplit(settings.server.public_url)
     if settings.cookies.secure and parts.scheme == "http" and parts.hostname not in LOOPBACK:
