@@ -276,8 +276,8 @@ async def breakdown(db_url: str, prefix: str, probe: list[tuple[str, tuple[Any, 
                             rec.token_hash)
                 await clock(parts, "Redis SET", engine.redis.put_session, rec, now)
                 await clock(parts, "PG SELECT user", engine.records.get_user, rec.user_id)
-                await clock(parts, "PG UPDATE last_seen", engine.records.touch_session,
-                            rec.id, now)
+                await clock(parts, "PG UPDATE last_seen",
+                            engine.records.touch_sessions, {rec.id: now})
             for value, _row in whole:
                 begin = time.perf_counter_ns()
                 if await engine.sessions.session_principal(value) is None:

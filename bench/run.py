@@ -632,12 +632,14 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
         out.append((f"{key} {endpoint} ≥ {need}× {base_key} `/open`",
                     f"{got:.2f}× ({got_rps:,.0f} vs {floor:,.0f})",
                     "PASS" if got >= need else "FAIL"))
-    if not run.storm:
-        return [(t, m, "n/a" if "nan" in m else v) for t, m, v in out]
-    storm = bl.median(s["me"]["p99_ms"] for s in run.storm)
-    out.append(("`GET /auth/me` p99 < 50 ms during a login storm", f"{storm:.1f} ms",
-                "PASS" if storm < 50 else "FAIL"))
-    return [(t, m, "n/a" if "nan" in m else v) for t, m, v in out]
+    if run.storm:
+        storm = bl.median(s["me"]["p99_ms"] for s in run.storm)
+        out.append(("`GET /auth/me` p99 < 50 ms during a login storm", f"{storm:.1f} ms",
+                    "PASS" if storm < 50 else "FAIL"))
+    # a smoke run's 1 s cells on a busy CI machine judge nothing: it checks that the
+    # benchmark runs and every protected answer is a 2xx (run.failures), not its speed
+    return [(t, m, "n/a" if "nan" in m else "not judged (smoke)" if run.smoke else v)
+            for t, m, v in out]
 
 
 def auth_cost(run: Run, keys: list[str]) -> list[str]:
