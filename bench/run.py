@@ -638,8 +638,8 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
                     "PASS" if storm < 50 else "FAIL"))
     # a smoke run's 1 s cells on a busy CI machine judge nothing: it checks that the
     # benchmark runs and every protected answer is a 2xx (run.failures), not its speed
-    return [(t, m, "n/a" if "nan" in m else "not judged (smoke)" if run.smoke else v)
-            for t, m, v in out]
+    return [(t, m, "n/a" if "nan" in m or v == "n/a" else
+             "not judged (smoke)" if run.smoke else v) for t, m, v in out]
 
 
 def auth_cost(run: Run, keys: list[str]) -> list[str]:
