@@ -17,6 +17,7 @@ from authgate.engine import Engine
 from authgate.errors import InvalidEmail, InvalidMailToken, PolicyError
 from authgate.mail.render import Renderer
 from authgate.mail.transport import SmtpConfig, parse_smtp_url
+from authgate.models import Principal
 from tests.unit.conftest import EngineFactory
 
 PASSWORD = "unit test pass phrase"
@@ -146,3 +147,22 @@ async def test_a_mail_whose_link_expired_unsent_is_abandoned(make_engine: Engine
     assert await engine.mailer.send_due() == 0
     assert await engine.mailer.outbox.depth() == 0
     assert await engine.mailer.outbox.pending() == []
+
+
+async def test_a_deleted_account_gets_no_more_mail(make_engine: EngineFactory) -> None:
+    """Mails still queued for an account (a reset link, a change to a new address) are
+    dropped with it; other people's mails stay."""
+    engine = await quiet(make_engine)
+    await engine.account.register("leaver", PASSWORD, "leaver@example.com")
+    await engine.account.register("stayer", PASSWORD, "stayer@example.com")
+    await engine.account.forgot("leaver@example.com", "127.0.0.1")
+    leaver = await engine.users.user_by_name("leaver")
+    assert leaver is not None
+    principal = Principal(user=leaver, auth="session", scopes=())
+    await engine.account.request_change(principal, "new-leaver@example.com", PASSWORD,
+                                        "127.0.0.1")
+    before = {r["to_addr"] for r in await engine.mailer.outbox.pending("to_addr")}
+    assert {"leaver@example.com", "new-leaver@example.com"} <= before
+    await engine.account.delete(principal, PASSWORD, "127.0.0.1")
+    after = {r["to_addr"] for r in await engine.mailer.outbox.pending("to_addr")}
+    assert after == {"stayer@example.com"}

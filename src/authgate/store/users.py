@@ -124,8 +124,17 @@ class UserRecords(SqlArea):
         return bool(result.rowcount)
 
     async def delete_user(self, user_id: str) -> bool:
-        """Delete the user and (by cascade) everything they hold."""
+        """Delete the user and (by cascade) everything they hold, and the mails not yet sent
+        to their addresses: a deleted account gets no more mail."""
         async with self.db.write() as conn:
+            addresses = {a for a in (await conn.execute(sa.union(
+                sa.select(t.users.c.email).where(t.users.c.id == user_id),
+                sa.select(t.mail_tokens.c.email).where(t.mail_tokens.c.user_id == user_id)))
+            ).scalars() if a}
+            if addresses:
+                await conn.execute(t.mail_outbox.delete().where(
+                    t.mail_outbox.c.to_addr.in_(addresses),
+                    t.mail_outbox.c.delivered_at.is_(None)))
             result = await conn.execute(t.users.delete().where(t.users.c.id == user_id))
         return bool(result.rowcount)
 
