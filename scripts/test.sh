@@ -32,6 +32,9 @@ bash scripts/install-tools.sh
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
 echo "== pytest"
-.venv/bin/pytest "$@"
+# every core (PYTEST_WORKERS overrides; 0 = in this process); a module's tests stay on one
+# worker (module-scoped servers start once). Each test has its own database, Redis prefix
+# and ports, so the workers share nothing.
+.venv/bin/pytest -n "${PYTEST_WORKERS:-auto}" --dist loadscope "$@"
 echo "== benchmark smoke run (keeps bench/ from rotting; timings are not asserted)"
 .venv/bin/python bench/run.py --smoke
