@@ -37,6 +37,9 @@ class SsoFields(BaseModel):
         if not isinstance(value, str):
             return value
         domain = value.strip().lower()
+        if "://" in domain:
+            raise ValueError(f"{value!r} is a URL: give the domain name alone, such as "
+                             "example.com")
         if domain.replace(".", "").isdigit() or ":" in domain:
             raise ValueError(f"{value!r} is an address or has a port: give a domain name such "
                              "as example.com")
