@@ -18,12 +18,13 @@ Everything else keeps the plain 401, and nothing here runs without ``COOKIE_DOMA
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authgate.errors import NotAuthenticated
+from authgate.errors import InvalidToken, NotAuthenticated
 from authgate.next_url import domain_url
 from authgate.settings import Settings
 from authgate.web.errors import to_response
@@ -31,6 +32,7 @@ from authgate.web.http import NO_STORE, from_trusted_proxy, raw_header
 
 LOGIN_HEADER = "X-Auth-Login"
 _PAGE_DESTS = frozenset({"document", "iframe"})
+_HOST = re.compile(r"^[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")  # host[:port], nothing else
 
 
 def _single(request: Request, name: bytes, *, listed: bool = False) -> str | None:
@@ -63,7 +65,8 @@ def forwarded_page(request: Request, settings: Settings) -> str | None:
     proto = _single(request, b"x-forwarded-proto")
     host = _single(request, b"x-forwarded-host")
     uri = _single(request, b"x-forwarded-uri", listed=True)  # a path may hold a comma
-    if proto is None or host is None or uri is None or not uri.startswith("/"):
+    if (proto is None or host is None or uri is None or not _HOST.match(host)
+            or not uri.startswith("/") or uri.startswith("//")):
         return None
     if not _is_page(request):
         return None
@@ -80,6 +83,8 @@ def unauthenticated(request: Request, settings: Settings, exc: NotAuthenticated
                     ) -> Response | None:
     """``/auth/verify``'s answer to a page navigation that is not signed in (see the module
     docstring), or None for the plain 401."""
+    if isinstance(exc, InvalidToken) or raw_header(request, b"authorization"):
+        return None  # an API client's credential was refused: it gets the 401
     page = forwarded_page(request, settings)
     if page is None:
         return None
