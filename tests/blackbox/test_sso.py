@@ -151,3 +151,20 @@ def test_the_login_page_keeps_a_next_on_the_domain_only(sso: Server, plain: Serv
     assert not kept(sso, "https://evil.net/") and not kept(sso, "https://example.com.evil.net/")
     assert not kept(plain, "https://admin.example.com/x")   # the default: local paths only
     assert kept(plain, "/x") and kept(sso, "/x")
+
+
+def test_a_failed_step_up_sends_the_page_to_sign_in_again(sso: Server) -> None:
+    name, pw = sso.new_user("sso-stepup")
+    c = client(sso)
+    assert c.login(name, pw).status_code == 200
+    cookie = f"__Secure-authgate={c.jar['__Secure-authgate']}"
+    assert verify(sso, "?max_age=60", **PAGE, Cookie=cookie).status_code == 200
+    sso.advance(120)
+    api = verify(sso, "?max_age=60", Cookie=cookie)            # RFC 9470's 401, as before
+    assert api.status_code == 401 and "x-auth-login" not in api.headers
+    assert "insufficient_user_authentication" in api.headers["www-authenticate"]
+    nginx = verify(sso, "?max_age=60", **PAGE, Cookie=cookie)
+    assert nginx.status_code == 401 and nginx.headers["x-auth-login"] == f"{LOGIN}&reauth=1"
+    assert nginx.headers["www-authenticate"] == api.headers["www-authenticate"]
+    redirect = verify(sso, "?max_age=60&redirect=1", **PAGE, Cookie=cookie)
+    assert redirect.status_code == 302 and redirect.headers["location"] == f"{LOGIN}&reauth=1"

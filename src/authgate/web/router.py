@@ -20,6 +20,7 @@ from authgate.engine import Engine
 from authgate.errors import (
     AuthGateError,
     BadRequest,
+    InsufficientUserAuthentication,
     InvalidRequest,
     NotAuthenticated,
     UnsupportedGrantType,
@@ -340,7 +341,13 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
         wanted = request.query_params.get("scope")
         if wanted:
             engine.require_scopes(principal, wanted.split())
-        step_up(engine, principal, request.query_params)
+        try:
+            step_up(engine, principal, request.query_params)
+        except InsufficientUserAuthentication as exc:  # a page: sign in again and come back
+            sent = unauthenticated(request, engine.settings, exc) if sso else None
+            if sent is None:
+                raise
+            return sent
         return Response(status_code=200, headers={
             **NO_STORE,
             "X-Auth-User-Id": principal.user.id,

@@ -13,7 +13,9 @@ navigation qualifies: a ``GET``/``HEAD`` whose ``Sec-Fetch-Dest`` is ``document`
 - without it (nginx ``auth_request``, for which anything but 2xx/401/403 is an error), the
   usual 401 plus ``X-Auth-Login: <the login URL>`` for ``error_page 401`` to redirect to.
 
-Everything else keeps the plain 401, and nothing here runs without ``COOKIE_DOMAIN``.
+The same goes for a step-up that fails (``?mfa=1``, ``?max_age=N``: RFC 9470's 401), with
+``&reauth=1`` on the login URL. Everything else keeps the plain 401, and nothing here runs
+without ``COOKIE_DOMAIN``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from urllib.parse import quote, urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authgate.errors import InvalidToken, NotAuthenticated
+from authgate.errors import InsufficientUserAuthentication, InvalidToken, NotAuthenticated
 from authgate.next_url import domain_url
 from authgate.settings import Settings
 from authgate.web.errors import to_response
@@ -75,20 +77,22 @@ def forwarded_page(request: Request, settings: Settings) -> str | None:
                       cookie_domain=domain, secure=settings.cookies.secure)
 
 
-def login_url(settings: Settings, page: str) -> str:
-    return f"{settings.server.public_url}/login?next={quote(page, safe='')}"
+def login_url(settings: Settings, page: str, reauth: bool = False) -> str:
+    return (f"{settings.server.public_url}/login?next={quote(page, safe='')}"
+            + ("&reauth=1" if reauth else ""))
 
 
-def unauthenticated(request: Request, settings: Settings, exc: NotAuthenticated
-                    ) -> Response | None:
-    """``/auth/verify``'s answer to a page navigation that is not signed in (see the module
+def unauthenticated(request: Request, settings: Settings,
+                    exc: NotAuthenticated | InsufficientUserAuthentication) -> Response | None:
+    """``/auth/verify``'s answer to a page navigation that is not signed in, or whose
+    sign-in is not strong or recent enough (step-up: ``&reauth=1``; see the module
     docstring), or None for the plain 401."""
     if isinstance(exc, InvalidToken) or raw_header(request, b"authorization"):
         return None  # an API client's credential was refused: it gets the 401
     page = forwarded_page(request, settings)
     if page is None:
         return None
-    target = login_url(settings, page)
+    target = login_url(settings, page, reauth=isinstance(exc, InsufficientUserAuthentication))
     if request.query_params.get("redirect") == "1":
         return Response(status_code=302, headers={**NO_STORE, "Location": target})
     response = to_response(exc)
