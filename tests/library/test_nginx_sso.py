@@ -72,11 +72,12 @@ class Stack:
         return f"https://{sub}.{DOMAIN}:{self.port}{path}"
 
     def get(self, sub: str, path: str, **headers: str) -> httpx.Response:
-        """A request to nginx by name (httpx cannot resolve *.localhost: the Host header
-        picks the server, the certificate is not checked)."""
+        """A request to the proxy by name (httpx cannot resolve *.localhost: the Host header
+        and the TLS server name pick the site, the certificate is not checked)."""
         with httpx.Client(verify=False) as c:  # noqa: S501 - the test's own certificate
             return c.get(f"https://127.0.0.1:{self.port}{path}",
-                         headers={"Host": f"{sub}.{DOMAIN}:{self.port}", **headers})
+                         headers={"Host": f"{sub}.{DOMAIN}:{self.port}", **headers},
+                         extensions={"sni_hostname": f"{sub}.{DOMAIN}"})
 
 
 @contextlib.contextmanager
@@ -122,14 +123,14 @@ def _wait_tls(port: int, proc: subprocess.Popen[bytes]) -> None:
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("nginx exited")
+            raise RuntimeError(f"{proc.args[0]} exited")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as raw, \
-                    ctx.wrap_socket(raw):
+                    ctx.wrap_socket(raw, server_hostname=f"auth.{DOMAIN}"):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("nginx did not answer")
+    raise RuntimeError(f"{proc.args[0]} did not answer")
 
 
 @pytest.fixture
