@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from playwright.sync_api import Browser
 
 from tests.conftest import ROOT, Server, free_port, in_ci
 from tests.library.test_nginx import _wait
@@ -61,7 +62,7 @@ def caddy_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[
                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "caddy.log").open("wb"))
     try:
         _wait(f"http://127.0.0.1:{app_port}/", backend)
-        _wait_tls(port, caddy)
+        _wait_tls(port, caddy, "caddy")
         yield Stack(port, auth)
     finally:
         caddy.terminate()
@@ -76,10 +77,7 @@ def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Stack]
         yield found
 
 
-def test_caddy_one_sign_in_reaches_both_subdomains(stack: Stack, browser: object) -> None:
-    from playwright.sync_api import Browser
-
-    assert isinstance(browser, Browser)
+def test_caddy_one_sign_in_reaches_both_subdomains(stack: Stack, browser: Browser) -> None:
     name, pw = stack.auth.new_user("caddy", roles=("staff",))
     ctx = browser.new_context(ignore_https_errors=True)
     ctx.set_default_timeout(TIMEOUT_MS)

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, Route, sync_playwright
 
 from tests.conftest import ROOT, Server, free_port, in_ci
 from tests.library.test_nginx import _wait
@@ -114,7 +115,7 @@ def sso_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[St
         backend.wait(10)
 
 
-def _wait_tls(port: int, proc: subprocess.Popen[bytes]) -> None:
+def _wait_tls(port: int, proc: subprocess.Popen[bytes], name: str = "nginx") -> None:
     import socket
     import time
 
@@ -123,14 +124,14 @@ def _wait_tls(port: int, proc: subprocess.Popen[bytes]) -> None:
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited")
+            raise RuntimeError(f"{name} exited")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as raw, \
                     ctx.wrap_socket(raw, server_hostname=f"auth.{DOMAIN}"):
                 return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"{proc.args[0]} did not answer")
+    raise RuntimeError(f"{name} did not answer")
 
 
 @pytest.fixture
@@ -140,13 +141,11 @@ def stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Stack]
 
 
 @pytest.fixture
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
         if in_ci():
             pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser.sh")
         pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
     from tests.test_browser import CHROMIUM_ARGS
 
     with sync_playwright() as p:
@@ -157,16 +156,13 @@ def browser() -> Iterator[object]:
             b.close()
 
 
-def _sign_in(page: object, name: str, pw: str) -> None:
-    page.fill("input[name=username]", name)  # type: ignore[attr-defined]
-    page.fill("input[name=password]", pw)  # type: ignore[attr-defined]
-    page.click("button[type=submit]")  # type: ignore[attr-defined]
+def _sign_in(page: Page, name: str, pw: str) -> None:
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", pw)
+    page.click("button[type=submit]")
 
 
-def test_one_sign_in_reaches_both_subdomains(stack: Stack, browser: object) -> None:
-    from playwright.sync_api import Browser
-
-    assert isinstance(browser, Browser)
+def test_one_sign_in_reaches_both_subdomains(stack: Stack, browser: Browser) -> None:
     name, pw = stack.auth.new_user("sso", roles=("staff",))
     ctx = browser.new_context(ignore_https_errors=True)
     ctx.set_default_timeout(TIMEOUT_MS)
@@ -214,16 +210,16 @@ def test_one_sign_in_reaches_both_subdomains(stack: Stack, browser: object) -> N
         ctx.close()
 
 
-def test_a_next_to_a_foreign_host_is_refused(stack: Stack, browser: object) -> None:
-    from playwright.sync_api import Browser
-
-    assert isinstance(browser, Browser)
+def test_a_next_to_a_foreign_host_is_refused(stack: Stack, browser: Browser) -> None:
     name, pw = stack.auth.new_user("sso-foreign")
     ctx = browser.new_context(ignore_https_errors=True)
     ctx.set_default_timeout(TIMEOUT_MS)
     visited: list[str] = []
-    ctx.route(lambda url: not urlsplit(url).hostname.endswith(DOMAIN),  # type: ignore[union-attr]
-              lambda route: (visited.append(route.request.url), route.abort()))
+    def refuse(route: Route) -> None:
+        visited.append(route.request.url)
+        route.abort()
+
+    ctx.route(lambda url: not (urlsplit(url).hostname or "").endswith(DOMAIN), refuse)
     try:
         page = ctx.new_page()
         for foreign in ("https://evil.example/", f"https://{DOMAIN}.evil.example/",

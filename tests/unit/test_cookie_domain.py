@@ -4,6 +4,7 @@ cookie's name and Domain, the pages' CSP; the default stays as it was."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from starlette.responses import Response
@@ -22,7 +23,7 @@ def _no_authgate_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def sso(**extra: object) -> Settings:
+def sso(**extra: Any) -> Settings:
     return load_settings(**{"public_url": "https://auth.example.com",
                             "cookie_domain": "example.com", **extra})
 
