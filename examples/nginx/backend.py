@@ -16,6 +16,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         body = json.dumps({
             "path": self.path,
+            "host": self.headers.get("Host"),
             "user_id": self.headers.get("X-Auth-User-Id"),
             # Percent-encoded UTF-8 (``%`` and ``+`` included): decodes to exactly one name.
             "username": unquote(self.headers.get("X-Auth-Username") or "", errors="strict"),

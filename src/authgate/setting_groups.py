@@ -139,16 +139,17 @@ class TokenSettings(_Group):
 
 @dataclass(frozen=True, slots=True)
 class CookieSettings(_Group):
-    """``COOKIE_SECURE`` and the cookie names it implies."""
+    """``COOKIE_SECURE``, ``COOKIE_DOMAIN`` and the cookie names they imply."""
 
     secure: bool
+    domain: str | None
     session: str
     access: str
     refresh: str
     device: str
     SOURCE: ClassVar[Mapping[str, str]] = {
-        "secure": "cookie_secure", "session": "session_cookie", "access": "access_cookie",
-        "refresh": "refresh_cookie", "device": "device_cookie"}
+        "secure": "cookie_secure", "domain": "cookie_domain", "session": "session_cookie",
+        "access": "access_cookie", "refresh": "refresh_cookie", "device": "device_cookie"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from authgate.errors import ConfigError
 from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
 from authgate.setting_mail import MailFields
+from authgate.setting_sso import SsoFields
 
 SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
 
@@ -44,7 +45,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class Settings(GroupViews, BaseSettings, MailFields):
+class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
     """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased.
 
     The code reads them through grouped, read-only views built once per object
@@ -263,7 +264,9 @@ class Settings(GroupViews, BaseSettings, MailFields):
 
     @property
     def session_cookie(self) -> str:
-        """The session cookie's name."""
+        """The session cookie's name (``__Secure-``, not ``__Host-``, with a ``Domain``)."""
+        if self.cookie_domain is not None:
+            return f"{'__Secure-' if self.cookie_secure else ''}authgate"
         return f"{self.cookie_prefix}authgate"
 
     @property

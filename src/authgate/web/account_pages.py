@@ -26,6 +26,7 @@ from authgate.web.http import (
     check_csrf,
     check_origin,
     clear_cookie,
+    clear_session_cookie,
     client_ip,
     get_cookie,
     set_cookie,
@@ -215,7 +216,7 @@ def account_pages(engine: Engine, render: Render, current: Current) -> list[Base
             return render("message.html", exc.status if exc.status != 401 else 400,
                           title="Not done", message=exc.detail, back=("/account", "Back"))
         response = message("Account deleted", "Your account and everything it held are gone.")
-        clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+        clear_session_cookie(response, s)
         return response
 
     pages: list[tuple[str, Any, list[str]]] = [

@@ -81,9 +81,13 @@ def _cookie_value(header: str, name: str) -> str | None:
 
 
 def set_cookie(response: Response, name: str, value: str, *, secure: bool,
-               max_age: int | None = None, path: str = "/", samesite: str = "lax") -> None:
-    """Append one ``Set-Cookie``: always HttpOnly with an explicit SameSite; never Domain."""
+               max_age: int | None = None, path: str = "/", samesite: str = "lax",
+               domain: str | None = None) -> None:
+    """Append one ``Set-Cookie``: always HttpOnly with an explicit SameSite; a ``Domain``
+    only when given (the session cookie under ``COOKIE_DOMAIN``)."""
     parts = [f"{name}={value}", f"Path={path}"]
+    if domain is not None:
+        parts.append(f"Domain={domain}")
     if max_age is not None:
         parts.append(f"Max-Age={max_age}")
         if max_age == 0:
@@ -98,12 +102,20 @@ def set_session_cookie(response: Response, settings: Settings, value: str,
                        rec: SessionRecord) -> None:
     """The session cookie: a browser-session cookie, or persistent for remember-me."""
     set_cookie(response, settings.session_cookie, value, secure=settings.cookie_secure,
-               max_age=int(rec.expires_at - rec.created_at) if rec.remember else None)
+               max_age=int(rec.expires_at - rec.created_at) if rec.remember else None,
+               domain=settings.cookie_domain)
 
 
 def clear_cookie(response: Response, name: str, *, secure: bool, path: str = "/",
-                 samesite: str = "lax") -> None:
-    set_cookie(response, name, "", secure=secure, max_age=0, path=path, samesite=samesite)
+                 samesite: str = "lax", domain: str | None = None) -> None:
+    set_cookie(response, name, "", secure=secure, max_age=0, path=path, samesite=samesite,
+               domain=domain)
+
+
+def clear_session_cookie(response: Response, settings: Settings) -> None:
+    """Clear the session cookie (with the ``Domain`` it was set with, or it stays)."""
+    clear_cookie(response, settings.session_cookie, secure=settings.cookie_secure,
+                 domain=settings.cookie_domain)
 
 
 @lru_cache(maxsize=16)
@@ -118,6 +130,12 @@ def _trusted(host: str, proxies: tuple[str, ...]) -> bool:
     except ValueError:
         return False
     return any(addr in net for net in _networks(proxies))
+
+
+def from_trusted_proxy(conn: HTTPConnection, settings: Settings) -> bool:
+    """Whether the peer is one of ``TRUSTED_PROXIES`` (whose forwarded headers count)."""
+    proxies = settings.server.trusted_proxies
+    return bool(proxies) and conn.client is not None and _trusted(conn.client.host, proxies)
 
 
 def client_ip(request: Request, settings: Settings) -> str:

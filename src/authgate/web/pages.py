@@ -31,12 +31,14 @@ from authgate.errors import (
     Throttled,
 )
 from authgate.models import Principal
+from authgate.next_url import local_path, safe_target
 from authgate.web.authn import authenticate
 from authgate.web.errors import log_refusal
 from authgate.web.http import (
     check_csrf,
     check_origin,
     clear_cookie,
+    clear_session_cookie,
     client_ip,
     get_cookie,
     set_cookie,
@@ -84,25 +86,35 @@ EVENT_WORDS = {
 def safe_next(value: str | None) -> str:
     """A local path to go to after login; anything else (another host, a scheme, ``//``,
     backslashes, control characters) becomes ``/account``."""
-    if not value or len(value) > 2048 or not value.startswith("/"):
-        return "/account"
-    if value.startswith(("//", "/\\")) or "\\" in value:
-        return "/account"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        return "/account"
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc:
-        return "/account"
-    return value
+    return local_path(value) or "/account"
+
+
+def sso_page_headers(cookie_domain: str, secure: bool) -> dict[str, str]:
+    """The pages' headers when a sign-in may lead to another host of ``COOKIE_DOMAIN``:
+    Chromium applies ``form-action`` to the redirect that follows the login form's POST."""
+    schemes = ("https",) if secure else ("https", "http")
+    sources = " ".join(f"{scheme}://{host}:*" for scheme in schemes
+                       for host in (cookie_domain, f"*.{cookie_domain}"))
+    csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+        "form-action 'self'", f"form-action 'self' {sources}")
+    return {**PAGE_HEADERS, "Content-Security-Policy": csp}
 
 
 def build_pages(engine: Engine) -> list[BaseRoute]:
     s = engine.settings
     login_cookie = f"{s.cookie_prefix}authgate-login"
+    headers = (PAGE_HEADERS if s.cookie_domain is None
+               else sso_page_headers(s.cookie_domain, s.cookie_secure))
+    public_host = urlsplit(s.public_url).hostname or ""
+
+    def next_of(value: str | None) -> str:
+        """``next=`` checked: a local path, or a URL under ``COOKIE_DOMAIN`` when set."""
+        return safe_target(value, public_host=public_host, cookie_domain=s.cookie_domain,
+                           secure=s.cookie_secure)
 
     def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = _env.get_template(name).render(**ctx)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+        return HTMLResponse(html, status_code=status, headers=headers)
 
     async def read_form(request: Request) -> dict[str, str] | None:
         """The form's fields; None for one that breaks the parser's rules (a field given
@@ -137,7 +149,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         if nonce is None:
             nonce = f"{int(engine.clock.now())}.{secrets.token_urlsafe(24)}"
         response = render("login.html", status, error=error, username=username,
-                          next=safe_next(request.query_params.get("next")),
+                          next=next_of(request.query_params.get("next")),
                           reauth=request.query_params.get("reauth") == "1",
                           register=s.open_registration, done=request.query_params.get("done"),
                           form_token=engine.macs.mac("login-form", nonce) if nonce else "")
@@ -177,7 +189,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                 replacing=get_cookie(request, s.session_cookie))
         except MfaRequired as exc:  # the second step: same nonce, the mfa_token
             return render("login_mfa.html", 200, mfa_token=exc.mfa_token,
-                          next=safe_next(form.get("next")),
+                          next=next_of(form.get("next")),
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
@@ -190,7 +202,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return signed_in(form, value, rec, user.id)
 
     def signed_in(form: dict[str, str], value: str, rec: Any, user_id: str) -> Response:
-        response = RedirectResponse(safe_next(form.get("next")), status_code=303,
+        response = RedirectResponse(next_of(form.get("next")), status_code=303,
                                     headers={"Cache-Control": "no-store"})
         set_session_cookie(response, s, value, rec)
         set_device_cookie(response, engine, user_id)
@@ -221,11 +233,11 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         except InvalidCode as exc:
             log_refusal(exc)
             return render("login_mfa.html", 401, mfa_token=token,
-                          error="That code is not right.", next=safe_next(form.get("next")),
+                          error="That code is not right.", next=next_of(form.get("next")),
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
-            return render("login_mfa.html", 429, mfa_token=token, next=safe_next(
+            return render("login_mfa.html", 429, mfa_token=token, next=next_of(
                 form.get("next")), form_token=engine.macs.mac("login-form", nonce),
                 error=f"Too many attempts. Try again in {exc.retry_after} seconds.")
         except AuthGateError as exc:
@@ -292,7 +304,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
 
     def _logged_out(settings: Any) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        clear_cookie(response, settings.session_cookie, secure=settings.cookie_secure)
+        clear_session_cookie(response, settings)
         return response
 
     async def stylesheet(request: Request) -> Response:

@@ -20,7 +20,9 @@ from authgate.engine import Engine
 from authgate.errors import (
     AuthGateError,
     BadRequest,
+    InsufficientUserAuthentication,
     InvalidRequest,
+    NotAuthenticated,
     UnsupportedGrantType,
 )
 from authgate.models import Principal, SessionRecord, TokenPair, User
@@ -34,6 +36,7 @@ from authgate.web.http import (
     check_csrf,
     check_origin,
     clear_cookie,
+    clear_session_cookie,
     client_ip,
     get_cookie,
     set_cookie,
@@ -41,6 +44,7 @@ from authgate.web.http import (
 )
 from authgate.web.mfa_routes import add_mfa_routes
 from authgate.web.parsing import check_fields, read_params
+from authgate.web.sso import unauthenticated
 
 
 class AuthRoute(APIRoute):
@@ -127,7 +131,7 @@ def build_router(engine: Engine) -> APIRouter:
         """Clear the credential cookies this request carried (the refresh cookie travels
         only to /auth/token, so it goes with the access-token cookie)."""
         if get_cookie(request, s.session_cookie) is not None:
-            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+            clear_session_cookie(response, s)
         if get_cookie(request, s.access_cookie) is not None:
             clear_cookie(response, s.access_cookie, secure=s.cookie_secure)
             clear_cookie(response, s.refresh_cookie, secure=s.cookie_secure,
@@ -187,7 +191,7 @@ def build_router(engine: Engine) -> APIRouter:
         await engine.sessions.revoke_sign_in(principal, entry_id)
         response = Response(status_code=204, headers=NO_STORE)
         if principal.session is not None and principal.session.id == entry_id:
-            clear_cookie(response, s.session_cookie, secure=s.cookie_secure)
+            clear_session_cookie(response, s)
         return response
 
     @router.delete("/auth/sessions", status_code=204, summary="Log out everywhere")
@@ -314,8 +318,17 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
     async def me(request: Request) -> Response:
         return PrivateJSON(me_json(await authenticate(engine, request)))
 
+    sso = engine.settings.cookies.domain is not None
+
     async def verify(request: Request) -> Response:
-        principal = await authenticate(engine, request, csrf=False)
+        try:
+            principal = await authenticate(engine, request, csrf=False)
+        except NotAuthenticated as exc:
+            # COOKIE_DOMAIN: a browser's page navigation goes to the login page (web/sso.py)
+            sent = unauthenticated(request, engine.settings, exc) if sso else None
+            if sent is None:
+                raise
+            return sent
         # The proxied request's method (nginx: X-Original-Method; Traefik and Caddy:
         # X-Forwarded-Method): an unsafe one authenticated by a cookie gets the CSRF check
         # the subrequest itself (a GET) would skip. Each proxy sets its own header but
@@ -328,7 +341,13 @@ def hot_handlers(engine: Engine) -> dict[str, Handler]:
         wanted = request.query_params.get("scope")
         if wanted:
             engine.require_scopes(principal, wanted.split())
-        step_up(engine, principal, request.query_params)
+        try:
+            step_up(engine, principal, request.query_params)
+        except InsufficientUserAuthentication as exc:  # a page: sign in again and come back
+            sent = unauthenticated(request, engine.settings, exc) if sso else None
+            if sent is None:
+                raise
+            return sent
         return Response(status_code=200, headers={
             **NO_STORE,
             "X-Auth-User-Id": principal.user.id,
