@@ -98,7 +98,6 @@ def audited(admin: AuthClient, uid: str, event: str) -> dict[str, Any]:
 
 def test_anonymous_401_and_non_admin_403_on_every_operation(server: Server) -> None:
     name, pw = server.new_user("plain", roles=("reports",))
-    target, _ = server.new_user("target")
     plain = server.client()
     assert plain.login(name, pw).status_code == 200
     uid = plain.get("/auth/me").json()["id"]
@@ -357,7 +356,7 @@ def test_a_bearer_token_with_the_scope_works_and_one_without_it_does_not(
     scoped = bearer(server, name, pw)
     with httpx.Client(base_url=server.url, timeout=30) as c:
         assert c.get("/admin/users", headers=scoped).status_code == 200
-        target, tpw = server.new_user("tokvictim")
+        target, _ = server.new_user("tokvictim")
         found = c.get("/admin/users", params={"q": target}, headers=scoped).json()["users"]
         r = c.patch(f"/admin/users/{found[0]['id']}", json={"disabled": True},
                     headers=scoped)  # a bearer request: no CSRF token needed
@@ -387,3 +386,16 @@ def test_openapi_lists_the_admin_operations(server: Server) -> None:
     assert schema["additionalProperties"] is False
     names = {p["name"] for p in spec["paths"]["/admin/users"]["get"]["parameters"]}
     assert names == {"q", "cursor", "limit"}
+
+
+def test_odd_entry_ids_are_not_found(server: Server, admin: AuthClient) -> None:
+    """An id no row can have (a NUL: PostgreSQL refuses it in any string) is a 404, not
+    a database error, on the admin's route and on the user's own."""
+    name, pw = server.new_user("oddid")
+    c = server.client()
+    assert c.login(name, pw).status_code == 200
+    uid = c.get("/auth/me").json()["id"]
+    for odd in ("a%00b", "%C3%A9", "x" * 64):
+        assert_error(admin.unsafe("DELETE", f"/admin/users/{uid}/sessions/{odd}"), 404)
+        assert_error(c.unsafe("DELETE", f"/auth/sessions/{odd}"), 404)
+    assert c.get("/auth/me").status_code == 200

@@ -15,7 +15,7 @@ from typing import Any
 
 from authgate.core.account import Account, clean_email
 from authgate.core.factors import Factors
-from authgate.core.sessions import Sessions
+from authgate.core.sessions import ENTRY_ID_CHARS, Sessions
 from authgate.core.users import Users, clean_roles, decode_cursor, encode_cursor, page_limit
 from authgate.errors import InsufficientScope, InvalidRequest, NotFound, SelfLockout
 from authgate.events import Actor, AuthEvent
@@ -28,7 +28,6 @@ from authgate.store.records import Records
 #: role of that very name).
 ADMIN_SCOPE = "authgate:admin"
 _AUDIT_CURSOR = "a1:"
-_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +159,6 @@ class Admin:
 def _user_id(user_id: Any) -> str:
     """A string that may be a user id (a 404 otherwise: nothing odd reaches the query)."""
     if not isinstance(user_id, str) or not 1 <= len(user_id) <= 64 \
-            or not set(user_id) <= _ID_CHARS:
+            or not set(user_id) <= ENTRY_ID_CHARS:
         raise NotFound("no such user")
     return user_id

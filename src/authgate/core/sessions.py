@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from authgate.store.redis_backend import RedisBackend
 
 
+#: What the id of a sign-in list entry is made of (``new_id``: hex; room for more).
+ENTRY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
 @dataclass(eq=False)
 class Sessions:
     settings: Settings
@@ -245,8 +249,9 @@ class Sessions:
                              actor: str | Actor = "user") -> None:
         """End one of the sessions or token families of the caller (or of a user: an
         admin); another user's id is :class:`NotFound` like an unknown one."""
-        if not isinstance(entry_id, str) or len(entry_id) > 64:
-            raise NotFound()
+        if not isinstance(entry_id, str) or len(entry_id) > 64 \
+                or not set(entry_id) <= ENTRY_ID_CHARS:
+            raise NotFound()  # (never sent to the database: PostgreSQL refuses a NUL)
         now = self.clock.now()
         uid = _whose(principal)[0].id
         events = await self.records.delete_sessions(now, session_id=entry_id, user_id=uid)
