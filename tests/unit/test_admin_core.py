@@ -71,3 +71,18 @@ def test_roles_are_cleaned_once_for_every_caller() -> None:
     for bad in ("admin", [1], ["a b"], [""], ["x" * 65], ["a\x00"], ["a"] * 101, None):
         with pytest.raises(InvalidRequest):
             clean_roles(bad)
+
+
+def test_metrics_route_labels_never_carry_an_id() -> None:
+    from authgate.web.app import route_label
+
+    uid = "f" * 32
+    assert route_label("/admin/users") == "/admin/users"
+    assert route_label(f"/admin/users/{uid}") == "/admin/users/{id}"
+    for sub in ("sessions", "audit", "password", "mfa-reset"):
+        assert route_label(f"/admin/users/{uid}/{sub}") == f"/admin/users/{{id}}/{sub}"
+    assert route_label(f"/admin/users/{uid}/sessions/{uid}") == \
+        "/admin/users/{id}/sessions/{id}"
+    for odd in (f"/admin/users/{uid}/{uid}", f"/admin/users/{uid}/audit/{uid}", "/admin/x",
+                f"/admin/users/{uid}/sessions/{uid}/x"):
+        assert route_label(odd) == "other"
