@@ -60,6 +60,13 @@ def test_admin_actions_reach_the_other_instance(pair: tuple[Server, Server]) -> 
     def bearer_on_b(bearer: dict[str, str]) -> int:
         return httpx.get(f"{b.url}/auth/me", headers=bearer).status_code
 
+    # A role change: the access tokens issued before it end on B too.
+    uid, on_b, bearer = signed_in_on(a, b)
+    r = admin.unsafe("PATCH", f"/admin/users/{uid}", json={"roles": ["reports"]})
+    assert r.status_code == 200, r.text
+    assert refused_within(lambda: bearer_on_b(bearer)) < BOUND
+    assert on_b.get("/auth/me").json()["roles"] == ["reports"]  # the session lives on
+
     # Disable.
     uid, on_b, bearer = signed_in_on(a, b)
     r = admin.unsafe("PATCH", f"/admin/users/{uid}", json={"disabled": True})
