@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from authgate.clock import Clock, SystemClock
 from authgate.core.account import Account
+from authgate.core.admin import Admin
 from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
@@ -140,6 +141,8 @@ class Engine:
                                  self.clock, settings.mail_from)
         self.account = Account(settings, self.clock, self.records, self.users, self.signin,
                                self.revocations, self.events, self.sealer, self.mailer.wake)
+        self.admin = Admin(settings, self.records, self.users, self.sessions, self.factors,
+                           self.account, self.audit)
         self._mail_pending = 0
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []

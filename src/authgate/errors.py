@@ -112,6 +112,14 @@ class RegistrationClosed(AuthGateError):
     status = 403
 
 
+class SelfLockout(AuthGateError):
+    """An admin cannot disable or delete their own account, or take away their own admin
+    access, through the admin API."""
+
+    code = "self_lockout"
+    status = 409
+
+
 class NotFound(AuthGateError):
     """Not found."""
 

@@ -42,7 +42,7 @@ CATALOGUE: dict[str, str] = {
     "mfa.disabled": "a second factor was removed",
     "mfa.failed": "a wrong second-factor code was sent for a pending sign-in",
     "mfa.recovery_code_used": "a recovery code was used (it works once)",
-    "user.deleted": "a user deleted their account (with everything it held)",
+    "user.deleted": "a user was deleted with everything it held (by themselves or an admin)",
     "email.verification_sent": "a verification mail was queued",
     "email.verified": "an email address was verified (its link was used)",
     "email.change_requested": "a change of address was asked for (confirmation mailed)",
@@ -57,12 +57,26 @@ Hook = Callable[["AuthEvent"], "Awaitable[None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
+class Actor:
+    """Who caused an event, when it is more than a word: ``kind`` (the event's ``actor``:
+    ``user``, ``operator``, ``admin``, ``system``), the acting user's id (``admin``: the
+    admin's; stored in the event's data as ``actor_id``) and where the request came from.
+    The services take ``actor: str | Actor``; a plain string is ``Actor(kind)``."""
+
+    kind: str = "operator"
+    user_id: str | None = None
+    ip: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthEvent:
     """One security event, as stored, listed, sent to webhooks and to ``on_event``.
 
     ``type`` is a :data:`CATALOGUE` name; ``user_id`` the user it concerns (if any);
-    ``actor`` who caused it (``user``, ``operator`` or ``system``); ``data`` the ids
-    involved (session, family, ...). Nothing secret is ever in an event."""
+    ``actor`` who caused it (``user``, ``operator``, ``admin`` or ``system``; an admin's id
+    is ``data["actor_id"]``); ``data`` the ids involved (session, family, ...). Nothing
+    secret is ever in an event."""
 
     type: str
     at: float
@@ -102,10 +116,17 @@ class Events:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def emit(self, type: str, *, user_id: str | None = None, actor: str = "user",
+    def emit(self, type: str, *, user_id: str | None = None, actor: str | Actor = "user",
              ip: str = "", user_agent: str = "", level: int = logging.INFO,
              **data: Any) -> AuthEvent:
-        """Record one event: a log line now, storage and hooks shortly."""
+        """Record one event: a log line now, storage and hooks shortly. An :class:`Actor`
+        gives the event its ``actor``, ``actor_id`` and (unless given) ``ip`` and
+        ``user_agent``."""
+        if isinstance(actor, Actor):
+            data.setdefault("actor_id", actor.user_id)
+            ip = ip or actor.ip
+            user_agent = user_agent or actor.user_agent
+            actor = actor.kind
         event = AuthEvent(type=type, at=self.clock.now(), user_id=user_id, actor=actor,
                           ip=ip, user_agent=user_agent[:512],
                           data={k: v for k, v in data.items() if v is not None})

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
     from authgate.core.account import Account
+    from authgate.core.admin import Admin
     from authgate.core.factors import Factors
     from authgate.core.grants import Grants
     from authgate.core.sessions import Sessions
@@ -118,6 +119,13 @@ class AuthGate:
         return self.engine.account
 
     @property
+    def admin(self) -> Admin:
+        """The admin API's service: user search, create, update, delete, sessions and
+        audit for a caller with the ``authgate:admin`` scope (what the CLI's ``users``
+        commands do, audited with the admin as actor)."""
+        return self.engine.admin
+
+    @property
     def mail(self) -> MailSender:
         """The mail outbox and its sender (``.outbox.pending``, ``.renderer``,
         ``.transport``)."""
@@ -153,6 +161,15 @@ class AuthGate:
         from authgate.web.router import build_router
 
         return build_router(self.engine)
+
+    @cached_property
+    def admin_router(self) -> APIRouter:
+        """The admin API (``/admin/*``, callers with the ``authgate:admin`` scope) as an
+        APIRouter; ``authgate serve`` includes it, an app embedding authgate opts in with
+        ``app.include_router(gate.admin_router)``."""
+        from authgate.web.admin_routes import build_admin_router
+
+        return build_admin_router(self.engine)
 
     @cached_property
     def asgi_app(self) -> FastAPI:

@@ -129,3 +129,26 @@ async def test_purge_removes_what_expired_only(record_db: Database) -> None:
     assert counts["sessions"] == 1 and counts["denied_jtis"] == 1
     assert await records.get_session("h-live") is not None
     assert await records.get_session("h-gone") is None
+
+
+async def test_user_search_pages_by_key_and_matches_name_or_address(
+        record_db: Database) -> None:
+    records = await store(record_db)
+    for i, name in enumerate(["Carol", "alice", "Bob", "dave_x", "Eve%"]):
+        await records.create_user(User(id=f"s{i}", username=name,
+                                       email=f"{name.lower()}@Mail.example"), "hash")
+    page = await records.search_users("", None, 2)
+    assert [u.username for _, u in page] == ["alice", "Bob"]  # by key: case-folded
+    page = await records.search_users("", page[-1][0], 2)
+    assert [u.username for _, u in page] == ["Carol", "dave_x"]
+    page = await records.search_users("", page[-1][0], 2)
+    assert [u.username for _, u in page] == ["Eve%"]
+    assert [u.username for _, u in await records.search_users("O", None, 10)] == [
+        "Bob", "Carol"]
+    assert [u.username for _, u in await records.search_users("MAIL.EX", None, 2)] == [
+        "alice", "Bob"]  # the address, case-insensitively
+    # LIKE's wildcards are literal characters here.
+    assert [u.username for _, u in await records.search_users("%", None, 10)] == ["Eve%"]
+    assert [u.username for _, u in await records.search_users("_x", None, 10)] == [
+        "dave_x"]
+    assert await records.search_users("zzz", None, 10) == []

@@ -30,7 +30,7 @@ from authgate.errors import (
     Throttled,
     WrongPassword,
 )
-from authgate.events import Events
+from authgate.events import Actor, Events
 from authgate.models import Principal, Revocation, User
 from authgate.passwords import check_policy
 from authgate.settings import Settings
@@ -180,10 +180,7 @@ class Account:
         at once, on every process."""
         user = principal.user
         await self._check_password(user, current_password, ip)
-        await self.revocations.everything_of(user.id)
-        await self.records.delete_user(user.id)
-        await self.revocations.publish([Revocation("user", user.id)])
-        self.events.emit("user.deleted", user_id=user.id, ip=ip)
+        await self.users.delete_user(user, actor=Actor("user", ip=ip))
 
     # -- the parts ------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from authgate.errors import (
     WrongCode,
     WrongPassword,
 )
-from authgate.events import Events
+from authgate.events import Actor, Events
 from authgate.models import User
 from authgate.settings import Settings
 from authgate.store.factors import PendingSignIn
@@ -208,13 +208,14 @@ class Factors:
         await self.records.delete_factors(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, ip=ip, method="totp")
 
-    async def reset(self, user: User) -> None:
-        """An operator's removal (``authgate users mfa-reset``): the factors go, and every
-        session and token of the user ends (whoever holds them may be who took the app)."""
+    async def reset(self, user: User, *, actor: str | Actor = "operator") -> None:
+        """An operator's (or admin's) removal (``authgate users mfa-reset``): the factors
+        go, and every session and token of the user ends (whoever holds them may be who
+        took the app)."""
         assert self.revocations is not None
         await self.records.delete_factors(user.id)
         await self.revocations.everything_of(user.id)
-        self.events.emit("mfa.disabled", user_id=user.id, actor="operator", method="reset")
+        self.events.emit("mfa.disabled", user_id=user.id, actor=actor, method="reset")
 
     # -- codes ------------------------------------------------------------------------------
 

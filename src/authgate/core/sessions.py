@@ -18,7 +18,7 @@ from authgate.errors import (
     NotFound,
     WrongPassword,
 )
-from authgate.events import Events
+from authgate.events import Actor, Events
 from authgate.hotstate import HotState
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, User
@@ -28,6 +28,10 @@ from authgate.store.records import Records
 if TYPE_CHECKING:
     from authgate.core.factors import Factors
     from authgate.store.redis_backend import RedisBackend
+
+
+#: What the id of a sign-in list entry is made of (``new_id``: hex; room for more).
+ENTRY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
 @dataclass(eq=False)
@@ -224,43 +228,45 @@ class Sessions:
                                       if principal.session else None, keep_family=family)
         return await self.rotate_session(principal, ip)
 
-    async def sign_ins(self, principal: Principal) -> list[SignInEntry]:
-        """The caller's sessions and token families, oldest first."""
+    async def sign_ins(self, principal: Principal | User) -> list[SignInEntry]:
+        """The sessions and token families of the caller (a principal: its own entry is
+        ``current``) or of a user (an admin's view), oldest first."""
         await self.flush_touches()  # the stored last-seen decides which are alive
         now = self.clock.now()
-        current_session = principal.session.id if principal.session else None
-        current_family = principal.claims.get("sid") if principal.claims else None
+        user, current_session, current_family = _whose(principal)
         entries = [
             SignInEntry(id=s.id, kind="session", created_at=s.created_at,
                         last_seen_at=s.last_seen_at, expires_at=s.deadline(), ip=s.ip,
                         user_agent=s.user_agent, current=s.id == current_session)
-            for s in await self.records.user_sessions(principal.user.id, now)]
+            for s in await self.records.user_sessions(user.id, now)]
         entries += [
             SignInEntry(id=f.id, kind="token", created_at=f.created_at,
                         last_seen_at=f.last_seen_at, expires_at=f.expires_at, ip=f.ip,
                         user_agent=f.user_agent, current=f.id == current_family)
-            for f in await self.records.user_families(principal.user.id, now)]
+            for f in await self.records.user_families(user.id, now)]
         entries.sort(key=lambda e: e.created_at)
         return entries
 
-    async def revoke_sign_in(self, principal: Principal, entry_id: str) -> None:
-        """End one of the caller's own sessions or token families; another user's id is
-        :class:`NotFound` like an unknown one."""
-        if not isinstance(entry_id, str) or len(entry_id) > 64:
-            raise NotFound()
+    async def revoke_sign_in(self, principal: Principal | User, entry_id: str, *,
+                             actor: str | Actor = "user") -> None:
+        """End one of the sessions or token families of the caller (or of a user: an
+        admin); another user's id is :class:`NotFound` like an unknown one."""
+        if not isinstance(entry_id, str) or len(entry_id) > 64 \
+                or not set(entry_id) <= ENTRY_ID_CHARS:
+            raise NotFound()  # (never sent to the database: PostgreSQL refuses a NUL)
         now = self.clock.now()
-        uid = principal.user.id
+        uid = _whose(principal)[0].id
         events = await self.records.delete_sessions(now, session_id=entry_id, user_id=uid)
         if not events:
             events = await self.records.revoke_families(now, family_id=entry_id, user_id=uid)
         if not events:
             raise NotFound("no such session")
         await self.revocations.publish(events)
-        self.events.emit("session.revoked", user_id=uid, entry_id=entry_id)
+        self.events.emit("session.revoked", user_id=uid, entry_id=entry_id, actor=actor)
 
-    async def logout_everywhere(self, user: User) -> None:
+    async def logout_everywhere(self, user: User, *, actor: str | Actor = "user") -> None:
         await self.revocations.everything_of(user.id)
-        self.events.emit("sign_out.everywhere", user_id=user.id)
+        self.events.emit("sign_out.everywhere", user_id=user.id, actor=actor)
 
     async def flush_touches(self) -> int:
         """Write the last-seen times requests queued since the last flush, in one batch (the
@@ -289,3 +295,11 @@ class Sessions:
             scopes = self._scopes[roles, mfa] = tuple(self.settings.scopes_for(list(roles),
                                                                                mfa))
         return scopes
+
+
+def _whose(who: Principal | User) -> tuple[User, str | None, str | None]:
+    """(the user, the caller's session id, the caller's token family id)."""
+    if isinstance(who, User):
+        return who, None, None
+    return (who.user, who.session.id if who.session else None,
+            who.claims.get("sid") if who.claims else None)

@@ -58,9 +58,23 @@ class AuditRecords:
         query = query.order_by(a.c.at.desc(), a.c.id.desc()).limit(limit)
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [AuthEvent(type=r["type"], at=r["at"], user_id=r["user_id"], actor=r["actor"],
-                          ip=r["ip"], user_agent=r["user_agent"], data=json.loads(r["data"]))
-                for r in reversed(rows)]
+        return [_event(r) for r in reversed(rows)]
+
+    async def user_events(self, user_id: str, *, before: int | None = None,
+                          limit: int = 50, types: tuple[str, ...] = ()
+                          ) -> list[tuple[int, AuthEvent]]:
+        """A user's events newest first, with their ids: up to ``limit`` of those older
+        than the event ``before`` (keyset pagination), of ``types`` when given."""
+        a = t.audit_events
+        query = sa.select(a).where(a.c.user_id == user_id)
+        if before is not None:
+            query = query.where(a.c.id < before)
+        if types:
+            query = query.where(a.c.type.in_(types))
+        query = query.order_by(a.c.id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [(r["id"], _event(r)) for r in rows]
 
     async def purge(self, before: float) -> int:
         async with self.db.write() as conn:
@@ -83,6 +97,11 @@ class AuditRecords:
 
     async def pending(self) -> list[dict[str, Any]]:
         return await self.outbox.pending("type")
+
+
+def _event(r: Any) -> AuthEvent:
+    return AuthEvent(type=r["type"], at=r["at"], user_id=r["user_id"], actor=r["actor"],
+                     ip=r["ip"], user_agent=r["user_agent"], data=json.loads(r["data"]))
 
 
 def _iso(ts: float) -> str:

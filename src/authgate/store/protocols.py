@@ -47,6 +47,11 @@ class UserStore(Protocol):
 
     async def list_users(self) -> list[User]: ...
 
+    async def search_users(self, query: str = "", after: str | None = None,
+                           limit: int = 50) -> list[tuple[str, User]]:
+        """Keyset pagination on the username key (see ``UserRecords.search_users``)."""
+        ...
+
     async def update_user(self, user_id: str, *, logged_at: float | None = None,
                           **values: Any) -> bool: ...
 

@@ -109,6 +109,24 @@ class UserRecords(SqlArea):
                     ).mappings().all()
         return [_user(r) for r in rows]
 
+    async def search_users(self, query: str = "", after: str | None = None,
+                           limit: int = 50) -> list[tuple[str, User]]:
+        """Up to ``limit`` users ordered by their username key, after the key ``after``
+        (keyset pagination), whose username or address contains ``query`` (compared as
+        keys: NFKC, case-folded); with each user's key (the next page's ``after``)."""
+        u = t.users
+        select = sa.select(u).order_by(u.c.username_key).limit(limit)
+        if query:
+            key = username_key(query)
+            select = select.where(sa.or_(u.c.username_key.contains(key, autoescape=True),
+                                         u.c.email_key.contains(email_key(query),
+                                                                autoescape=True)))
+        if after is not None:
+            select = select.where(u.c.username_key > after)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(select)).mappings().all()
+        return [(r["username_key"], _user(r)) for r in rows]
+
     async def update_user(self, user_id: str, *, logged_at: float | None = None,
                           **values: Any) -> bool:
         """Set ``values``; with ``logged_at``, log ``user:<id>`` in the same transaction

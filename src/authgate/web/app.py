@@ -25,6 +25,7 @@ from authgate.gate import AuthGate
 from authgate.logs import new_request_id, request_id
 from authgate.metrics import CONTENT_TYPE, Metrics
 from authgate.settings import Settings
+from authgate.web.admin_routes import admin_route_label
 from authgate.web.boundary import REQUEST_ID_KEY, ErrorBoundary
 from authgate.web.errors import OAUTH_PATHS, HeadersTooLarge, InvalidBody, to_response
 from authgate.web.fastpath import FastPath
@@ -157,6 +158,8 @@ def route_label(path: str) -> str:
         return "/auth/sessions/{id}"
     if path.startswith("/account/"):
         return "/account/{action}"
+    if path.startswith("/admin/"):
+        return admin_route_label(path)
     return "other"
 
 
@@ -169,6 +172,7 @@ def create_app(settings: Settings | None = None, gate: AuthGate | None = None) -
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None,
                   description="Hybrid session + token authentication.")
     app.include_router(gate.router)
+    app.include_router(gate.admin_router)
     app.router.routes.extend(gate.pages)
 
     install_openapi_security(app, engine.settings)
@@ -249,6 +253,10 @@ def install_openapi_security(app: FastAPI, settings: Settings) -> None:
             operation = schema.get("paths", {}).get(path, {}).get(method)
             if operation is not None:
                 operation["security"] = security
+        for path, operations in schema.get("paths", {}).items():
+            if path.startswith("/admin/"):  # every admin route takes either credential
+                for operation in operations.values():
+                    operation["security"] = _EITHER
         app.openapi_schema = schema
         return schema
 

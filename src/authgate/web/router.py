@@ -25,7 +25,7 @@ from authgate.errors import (
     NotAuthenticated,
     UnsupportedGrantType,
 )
-from authgate.models import Principal, SessionRecord, TokenPair, User
+from authgate.models import Principal, SessionRecord, SignInEntry, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.errors import OAUTH_PATHS, to_response
 from authgate.web.http import (
@@ -66,6 +66,13 @@ class AuthRoute(APIRoute):
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def entry_json(e: SignInEntry) -> dict[str, Any]:
+    """One entry of a sign-in list (``GET /auth/sessions``, the admin API's)."""
+    return {"id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
+            "last_seen_at": iso(e.last_seen_at), "expires_at": iso(e.expires_at),
+            "ip": e.ip, "user_agent": e.user_agent, "current": e.current}
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -178,11 +185,7 @@ def build_router(engine: Engine) -> APIRouter:
     async def sessions(request: Request) -> Response:
         principal = await authenticate(engine, request)
         entries = await engine.sessions.sign_ins(principal)
-        return JSONResponse([
-            {"id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
-             "last_seen_at": iso(e.last_seen_at), "expires_at": iso(e.expires_at),
-             "ip": e.ip, "user_agent": e.user_agent, "current": e.current}
-            for e in entries], headers=NO_STORE)
+        return JSONResponse([entry_json(e) for e in entries], headers=NO_STORE)
 
     @router.delete("/auth/sessions/{entry_id}", status_code=204,
                    summary="Revoke one session or token family")
