@@ -107,6 +107,23 @@ def test_disable_ends_sessions_and_tokens_enable_allows_login(server: Server) ->
     assert me_status(c) == 200
 
 
+def test_delete_ends_everything_and_frees_the_name(server: Server) -> None:
+    a, username, password = signed_in(server)
+    access = server.client().token(username, password).json()["access_token"]
+    bearer = {"Authorization": f"Bearer {access}"}
+    refused = server.cli("users", "delete", username, input="n\n")  # asks first
+    assert refused.returncode != 0 and me_status(a) == 200
+    done = server.cli("users", "delete", username, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert eventually(lambda: me_status(a) == 401, within=1.0)
+    assert server.client().get("/auth/me", headers=bearer).status_code == 401
+    assert username not in users_list(server)
+    assert server.client().login(username, password).status_code == 401
+    ghost = server.cli("users", "delete", username, "--yes")
+    assert ghost.returncode != 0
+    one_line_error(ghost.stderr)
+
+
 def test_set_password_ends_sessions(server: Server) -> None:
     a, username, password = signed_in(server)
     new = new_password()

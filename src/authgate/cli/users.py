@@ -134,3 +134,15 @@ def users_mfa_reset(username: str, config: str | None) -> None:
     session and token of theirs ends."""
     _with_user(config, username, lambda g, u: g.factors.reset(u))
     click.echo(f"second factors removed for {username}; their sessions and tokens ended")
+
+
+@users.command("delete")
+@click.argument("username")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@config_option
+def users_delete(username: str, yes: bool, config: str | None) -> None:
+    """Delete USERNAME and everything they hold; every session and token of theirs ends."""
+    if not yes:
+        click.confirm(f"delete {username} and everything they hold?", abort=True)
+    _with_user(config, username, lambda g, u: g.users.delete_user(u))
+    click.echo(f"deleted {username}")
