@@ -26,6 +26,7 @@ from authgate.settings import Settings
 from authgate.store.records import Records
 
 if TYPE_CHECKING:
+    from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
     from authgate.store.redis_backend import RedisBackend
 
@@ -43,6 +44,7 @@ class Sessions:
     events: Events
     metrics: Metrics
     factors: Factors | None = None
+    api_keys: ApiKeys | None = None
     _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
         default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
@@ -192,6 +194,9 @@ class Sessions:
                 self.clock.now(), session_id=principal.session.id))
         elif principal.claims is not None:
             await self.revocations.access_token(principal.claims, family=True)
+        elif principal.api_key is not None and self.api_keys is not None:
+            # A logout with an API key ends the credential presented, as a token's does.
+            await self.api_keys.try_revoke(principal.user.id, principal.api_key.id)
         self.events.emit("sign_out", user_id=principal.user.id,
                          session_id=principal.session.id if principal.session else None,
                          family_id=principal.claims.get("sid") if principal.claims else None)
@@ -224,7 +229,7 @@ class Sessions:
         return await self.rotate_session(principal, ip)
 
     async def sign_ins(self, principal: Principal) -> list[SignInEntry]:
-        """The caller's sessions and token families, oldest first."""
+        """The caller's sessions, token families and API keys, oldest first."""
         now = self.clock.now()
         current_session = principal.session.id if principal.session else None
         current_family = principal.claims.get("sid") if principal.claims else None
@@ -238,12 +243,15 @@ class Sessions:
                         last_seen_at=f.last_seen_at, expires_at=f.expires_at, ip=f.ip,
                         user_agent=f.user_agent, current=f.id == current_family)
             for f in await self.records.user_families(principal.user.id, now)]
+        if self.api_keys is not None:
+            entries += await self.api_keys.entries(
+                principal.user.id, principal.api_key.id if principal.api_key else None)
         entries.sort(key=lambda e: e.created_at)
         return entries
 
     async def revoke_sign_in(self, principal: Principal, entry_id: str) -> None:
-        """End one of the caller's own sessions or token families; another user's id is
-        :class:`NotFound` like an unknown one."""
+        """End one of the caller's own sessions, token families or API keys; another
+        user's id is :class:`NotFound` like an unknown one."""
         if not isinstance(entry_id, str) or len(entry_id) > 64:
             raise NotFound()
         now = self.clock.now()
@@ -251,6 +259,9 @@ class Sessions:
         events = await self.records.delete_sessions(now, session_id=entry_id, user_id=uid)
         if not events:
             events = await self.records.revoke_families(now, family_id=entry_id, user_id=uid)
+        if not events and self.api_keys is not None and await self.api_keys.try_revoke(
+                uid, entry_id):  # it publishes and emits its own event
+            return
         if not events:
             raise NotFound("no such session")
         await self.revocations.publish(events)

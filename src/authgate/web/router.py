@@ -23,7 +23,7 @@ from authgate.errors import (
     InvalidRequest,
     UnsupportedGrantType,
 )
-from authgate.models import Principal, SessionRecord, TokenPair, User
+from authgate.models import Principal, SessionRecord, SignInEntry, TokenPair, User
 from authgate.web.authn import authenticate, bearer_token
 from authgate.web.errors import OAUTH_PATHS, to_response
 from authgate.web.http import (
@@ -62,6 +62,20 @@ class AuthRoute(APIRoute):
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def sign_in_json(e: SignInEntry) -> dict[str, Any]:
+    """One row of ``GET /auth/sessions``; an API key's adds its name, scopes and last use
+    (``expires_at`` null: it never expires)."""
+    body: dict[str, Any] = {
+        "id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
+        "last_seen_at": iso(e.last_seen_at),
+        "expires_at": iso(e.expires_at) if e.expires_at is not None else None,
+        "ip": e.ip, "user_agent": e.user_agent, "current": e.current}
+    if e.kind == "api_key":
+        body.update(name=e.name, scopes=list(e.scopes or ()),
+                    last_used_at=iso(e.last_used_at) if e.last_used_at else None)
+    return body
 
 
 def user_json(user: User) -> dict[str, Any]:
@@ -170,18 +184,15 @@ def build_router(engine: Engine) -> APIRouter:
     router.add_api_route("/auth/me", hot["/auth/me"], methods=["GET"],
                          summary="The caller, by session or bearer token")
 
-    @router.get("/auth/sessions", summary="Every session and token family of the caller")
+    @router.get("/auth/sessions",
+                summary="Every session, token family and API key of the caller")
     async def sessions(request: Request) -> Response:
         principal = await authenticate(engine, request)
         entries = await engine.sessions.sign_ins(principal)
-        return JSONResponse([
-            {"id": e.id, "kind": e.kind, "created_at": iso(e.created_at),
-             "last_seen_at": iso(e.last_seen_at), "expires_at": iso(e.expires_at),
-             "ip": e.ip, "user_agent": e.user_agent, "current": e.current}
-            for e in entries], headers=NO_STORE)
+        return JSONResponse([sign_in_json(e) for e in entries], headers=NO_STORE)
 
     @router.delete("/auth/sessions/{entry_id}", status_code=204,
-                   summary="Revoke one session or token family")
+                   summary="Revoke one session, token family or API key")
     async def revoke_one(request: Request, entry_id: str) -> Response:
         principal = await authenticate(engine, request)
         await engine.sessions.revoke_sign_in(principal, entry_id)
@@ -296,6 +307,10 @@ def build_router(engine: Engine) -> APIRouter:
     router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
                          methods=["GET"], summary="Public signing keys (JWKS)")
     add_mfa_routes(router, engine)
+
+    from authgate.web.api_key_routes import add_api_key_routes
+
+    add_api_key_routes(router, engine)
 
     from authgate.web.account_routes import add_account_routes
 
