@@ -51,17 +51,20 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, AuthGate]]:
     async def session(p: Principal = Depends(gate.session_user)) -> dict[str, Any]:
         return body(p)
 
+    needs_reports = gate.user(scopes=["reports:read"])
+    needs_billing = gate.user(scopes=["billing"])
+    recent = gate.user(max_age=300)
+
     @api.get("/reports")
-    async def reports(p: Principal = Depends(gate.user(scopes=["reports:read"]))
-                      ) -> dict[str, Any]:
+    async def reports(p: Principal = Depends(needs_reports)) -> dict[str, Any]:
         return body(p)
 
     @api.get("/billing")
-    async def billing(p: Principal = Depends(gate.user(scopes=["billing"]))) -> dict[str, Any]:
+    async def billing(p: Principal = Depends(needs_billing)) -> dict[str, Any]:
         return body(p)
 
     @api.get("/sensitive")
-    async def sensitive(p: Principal = Depends(gate.user(max_age=300))) -> dict[str, Any]:
+    async def sensitive(p: Principal = Depends(recent)) -> dict[str, Any]:
         return body(p)
 
     with TestClient(api) as tc:

@@ -181,7 +181,7 @@ class Account:
         user = principal.user
         await self._check_password(user, current_password, ip)
         await self.revocations.everything_of(user.id)
-        await self.records.delete_user(user.id)
+        await self.records.delete_user(user.id, logged_at=self.clock.now())
         await self.revocations.publish([Revocation("user", user.id)])
         self.events.emit("user.deleted", user_id=user.id, ip=ip)
 

@@ -79,7 +79,10 @@ class Users:
         if disabled:
             await self.revocations.everything_of(user.id, disabled=True)
         else:
-            await self.records.update_user(user.id, disabled=False)
+            # Logged: a process without a bus to this one (PostgreSQL without Redis) drops
+            # its cached, disabled copy of the user at its next poll of the log.
+            await self.records.update_user(user.id, logged_at=self.clock.now(),
+                                           disabled=False)
             await self.revocations.publish([Revocation("user", user.id)])
         self.events.emit("user.disabled" if disabled else "user.enabled", user_id=user.id,
                          actor="operator")

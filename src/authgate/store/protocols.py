@@ -58,7 +58,7 @@ class UserStore(Protocol):
 
     async def user_by_email(self, email: str) -> User | None: ...
 
-    async def delete_user(self, user_id: str) -> bool:
+    async def delete_user(self, user_id: str, logged_at: float | None = None) -> bool:
         """Delete the user and everything that belongs to them."""
         ...
 

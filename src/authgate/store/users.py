@@ -123,10 +123,15 @@ class UserRecords(SqlArea):
             raise _taken(exc) from None
         return bool(result.rowcount)
 
-    async def delete_user(self, user_id: str) -> bool:
-        """Delete the user and (by cascade) everything they hold."""
+    async def delete_user(self, user_id: str, logged_at: float | None = None) -> bool:
+        """Delete the user and (by cascade) everything they hold; with ``logged_at``, log
+        ``user:<id>`` in the same transaction (a process that cached the user between the
+        caller's earlier revocations and this delete drops it, even without a bus: else
+        its cached API keys would outlive their user there)."""
         async with self.db.write() as conn:
             result = await conn.execute(t.users.delete().where(t.users.c.id == user_id))
+            if logged_at is not None and result.rowcount:
+                await self._log(conn, [Revocation("user", user_id)], logged_at)
         return bool(result.rowcount)
 
     async def set_password_hash_if(self, user_id: str, old: str, new: str) -> None:
