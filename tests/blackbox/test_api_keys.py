@@ -307,3 +307,42 @@ def database_dump(server: Server) -> str:
             await conn.close()
 
     return asyncio.run(dump())
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+KEY_ON_PAGE = re.compile(r'<code id="api-key">(ag_[A-Za-z0-9_-]{43})</code>')
+
+
+def test_account_page_creates_lists_and_revokes_a_key(server: Server) -> None:
+    import html
+
+    username, password = server.new_user("paged", roles=("reports", "billing"))
+    c = server.client()
+    assert c.login(username, password).status_code == 200
+    page = c.get("/account")
+    assert page.status_code == 200 and 'action="/account/api-key-create"' in page.text
+    assert 'name="scope:reports"' in page.text and 'name="scope:billing"' in page.text
+    csrf = html.unescape(CSRF_FIELD.search(page.text).group(1))  # type: ignore[union-attr]
+    form = {"csrf_token": csrf, "name": "laptop script", "scope:reports": "1",
+            "expires_days": "30"}
+    forged = c.post("/account/api-key-create", data={**form, "csrf_token": "nope"},
+                    headers={"Origin": c.origin})
+    assert forged.status_code == 403 and not KEY_ON_PAGE.search(forged.text)
+    made = c.post("/account/api-key-create", data=form, headers={"Origin": c.origin})
+    assert made.status_code == 200, made.text
+    assert "no-store" in made.headers.get("cache-control", "")
+    found = KEY_ON_PAGE.search(made.text)
+    assert found, made.text
+    key = found.group(1)
+    who = me(server, key)
+    assert who.status_code == 200 and who.json()["scopes"] == ["reports"]
+    [listed] = c.get("/auth/api-keys").json()
+    assert listed["name"] == "laptop script" and listed["expires_at"] is not None
+    page = c.get("/account").text
+    assert "laptop script" in page and "API key" in page and key not in page
+    r = c.post("/account/revoke", data={"csrf_token": csrf, "id": listed["id"]},
+               headers={"Origin": c.origin})
+    assert r.status_code == 303, r.text
+    refused(me(server, key))
+    assert "laptop script" not in c.get("/account").text
+    assert c.get("/auth/me").status_code == 200
