@@ -11,9 +11,10 @@ ASGI app (no socket, no HTTP parser); ``bearer-encrypted`` is the bearer case on
 ``TOKEN_ENCRYPTION=true`` (a nested JWT, decrypted once, then answered from the
 verified-token cache like a signed one); ``session-mfa`` is the session of a user who signed
 in with an authenticator app (its record carries ``amr``); ``api-key`` is an API key
-(``Authorization: Bearer ag_…``, checked from memory like a session). Run once with 0 requests and once
-with N: the difference over N is what one request costs, start-up and import excluded. Compare two
-commits by running it on each (``git stash`` / ``git checkout``) on the same machine.
+(``Authorization: Bearer ag_…``, checked from memory like a session). Run once with 0
+requests and once with N: the difference over N is what one request costs, start-up and
+import excluded. Compare two commits by running it on each (``git stash`` /
+``git checkout``) on the same machine.
 """
 
 from __future__ import annotations
