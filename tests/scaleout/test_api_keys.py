@@ -11,7 +11,13 @@ import httpx
 import pytest
 
 from tests.conftest import Server
+from tests.scaleout import test_faults
+from tests.scaleout.test_faults import PrivatePostgres, PrivateRedis, wait_for
 from tests.scaleout.test_instances import BOUND, other, refused_within
+
+# test_faults' private Redis and PostgreSQL (each test its own), as fixtures of this module.
+private_redis_server = test_faults.private_redis
+private_pg_cluster = test_faults.private_pg
 
 pytestmark = pytest.mark.subprocess  # two instances on one database
 
@@ -65,3 +71,35 @@ def test_disabling_the_user_on_one_instance_stops_keys_on_the_other(
     assert status(b, key) == 200
     assert a.cli("users", "disable", name).returncode == 0
     refused_within(lambda: status(b, key))
+
+
+def _key(srv: Server) -> dict[str, str]:
+    name, pw = srv.new_user("fault")
+    c = srv.client()
+    assert c.login(name, pw).status_code == 200
+    made = c.unsafe("POST", "/auth/api-keys", json={"name": "fault"})
+    assert made.status_code == 201, made.text
+    return {"Authorization": f"Bearer {made.json()['key']}"}
+
+
+def test_api_keys_fail_closed_when_redis_or_postgres_is_down(
+        make_server: Callable[..., Server], private_redis_server: PrivateRedis,
+        private_pg_cluster: PrivatePostgres) -> None:
+    """A key this process holds in memory is not trusted once revocations could be missed:
+    503 while the backend is away, 200 again when it is back, and no traceback."""
+    private_redis, private_pg = private_redis_server, private_pg_cluster
+    srv = make_server(database_url=private_pg.url,
+                      redis_url=f"redis://127.0.0.1:{private_redis.port}/0")
+    key = _key(srv)
+    me = f"{srv.url}/auth/me"
+    assert httpx.get(me, headers=key).status_code == 200
+    private_redis.stop()
+    wait_for(lambda: httpx.get(me, headers=key).status_code == 503)
+    assert httpx.get(me, headers=key).json()["error"] == "unavailable"
+    private_redis.start()
+    wait_for(lambda: httpx.get(me, headers=key).status_code == 200)
+    private_pg.stop()
+    wait_for(lambda: httpx.get(me, headers=key).status_code == 503)
+    private_pg.start()
+    wait_for(lambda: httpx.get(me, headers=key).status_code == 200, timeout=20)
+    assert "Traceback" not in srv.log()
