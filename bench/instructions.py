@@ -10,9 +10,11 @@ machine is doing). The script builds the app ``authgate serve`` runs
 ASGI app (no socket, no HTTP parser); ``bearer-encrypted`` is the bearer case on an app with
 ``TOKEN_ENCRYPTION=true`` (a nested JWT, decrypted once, then answered from the
 verified-token cache like a signed one); ``session-mfa`` is the session of a user who signed
-in with an authenticator app (its record carries ``amr``). Run once with 0 requests and once
-with N: the difference over N is what one request costs, start-up and import excluded. Compare two
-commits by running it on each (``git stash`` / ``git checkout``) on the same machine.
+in with an authenticator app (its record carries ``amr``); ``api-key`` is an API key
+(``Authorization: Bearer ag_…``, checked from memory like a session). Run once with 0
+requests and once with N: the difference over N is what one request costs, start-up and
+import excluded. Compare two commits by running it on each (``git stash`` /
+``git checkout``) on the same machine.
 """
 
 from __future__ import annotations
@@ -118,6 +120,15 @@ async def run(n: int, kind: str) -> None:
         cases["bearer"] = cases["bearer-encrypted"] = {"Authorization": f"Bearer {token}"}
         if (token.count(".") == 4) != bool(encrypted):
             raise SystemExit(f"{kind}: unexpected token shape {token[:40]}...")
+        # An API key (made with the session, as the account page would): ``ag_`` bearer.
+        csrf = orjson.loads((await call(app, "GET", "/auth/me", cases["session"]))[2])[
+            "csrf_token"]
+        status, _, body = await call(app, "POST", "/auth/api-keys", {
+            **json_headers, **cases["session"], "X-CSRF-Token": csrf},
+            orjson.dumps({"name": "bench"}))
+        if status != 201:
+            raise SystemExit(f"POST /auth/api-keys answered {status}: {body!r}")
+        cases["api-key"] = {"Authorization": f"Bearer {orjson.loads(body)['key']}"}
     for headers_ in cases.values():
         status, _, body = await call(app, "GET", "/auth/me", headers_)
         if status != 200:
@@ -159,7 +170,7 @@ def main() -> None:
         asyncio.run(run(args.inner, args.kind))
         return
     base = count(0, "session")
-    for kind in ("session", "session-mfa", "bearer", "bearer-encrypted"):
+    for kind in ("session", "session-mfa", "bearer", "bearer-encrypted", "api-key"):
         # these start differently (an encryption key; a TOTP enrolment and a two-step
         # sign-in): their own baseline
         zero = count(0, kind) if kind in ("bearer-encrypted", "session-mfa") else base

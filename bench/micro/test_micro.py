@@ -9,8 +9,9 @@ pytest-benchmark's table:
   PyJWT ``jwt.decode`` alone | raw Ed25519 verify with ``cryptography`` (the floor);
 * ``token-warm``: ``Engine.token_principal`` on a token it has verified before | one dict
   look-up (the floor);
-* ``session-warm``: ``Engine.session_principal`` on a cached session | SHA-256 of a
-  43-character value | one dict look-up (together, the floor);
+* ``session-warm``: ``Engine.session_principal`` on a cached session |
+  ``ApiKeys.principal`` on a cached API key | SHA-256 of a 43-character value | one dict
+  look-up (together, the floor);
 * ``password-hash``: ``PasswordHasher.hash`` (Argon2id m=19456 KiB, t=2, p=1, in a worker
   thread) | ``argon2.low_level.hash_secret`` with the same parameters on this thread;
 * ``asgi-request``: one whole request through the app ``authgate serve`` runs
@@ -55,6 +56,7 @@ class Env:
     engine: Engine
     token: str
     cookie: str
+    api_key: str
 
 
 def drive(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -73,19 +75,21 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     loop = asyncio.new_event_loop()
     engine = Engine(Settings(database_url=f"sqlite:///{db}", session_touch_interval=10**9))
 
-    async def setup() -> tuple[str, str]:
+    async def setup() -> tuple[str, str, str]:
         await engine.start()
-        await engine.users.create_user("alice", PASSWORD)
+        alice = await engine.users.create_user("alice", PASSWORD)
         cookie, _rec, _user = await engine.sessions.login("alice", PASSWORD)
         pair = await engine.grants.password_grant("alice", PASSWORD)
+        api_key, _ = await engine.api_keys.create(alice, "bench")
         await engine.sessions.session_principal(cookie)
         await engine.grants.token_principal(pair.access_token)
-        return cookie, pair.access_token
+        await engine.api_keys.principal(api_key)
+        return cookie, pair.access_token, api_key
 
-    cookie, token = loop.run_until_complete(setup())
+    cookie, token, api_key = loop.run_until_complete(setup())
     engine.hot.stale_after = float("inf")
     try:
-        yield Env(loop, engine, token, cookie)
+        yield Env(loop, engine, token, cookie, api_key)
     finally:
         loop.run_until_complete(engine.stop())
         loop.close()
@@ -143,6 +147,12 @@ def test_floor_dict_lookup_token(benchmark: Any, env: Env) -> None:
 def test_session_principal_warm(benchmark: Any, env: Env) -> None:
     principal = benchmark(lambda: drive(env.engine.sessions.session_principal(env.cookie)))
     assert principal is not None and principal.auth == "session"
+
+
+@pytest.mark.benchmark(group="session-warm")
+def test_api_key_principal_warm(benchmark: Any, env: Env) -> None:
+    principal = benchmark(lambda: drive(env.engine.api_keys.principal(env.api_key)))
+    assert principal.auth == "api_key"
 
 
 @pytest.mark.benchmark(group="session-warm")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from authgate.clock import Clock, SystemClock
 from authgate.core.account import Account
 from authgate.core.admin import Admin
+from authgate.core.api_keys import ApiKeys
 from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
@@ -132,6 +133,11 @@ class Engine:
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
                              extra_claims, self.factors)
+        self.api_keys = ApiKeys(self.clock, self.records, self.hot, self.users,
+                                self.revocations, self.events, self.metrics,
+                                self.sessions.role_scopes)
+        self.sessions.api_keys = self.api_keys
+        self.grants.api_keys = self.api_keys
         self.sealer = Sealer()
         self.mail_transport: Transport = (
             SmtpTransport(parse_smtp_url(settings.smtp_url.get_secret_value()))
@@ -163,6 +169,7 @@ class Engine:
         await self.load_mail_key()
         await self.hasher.dummy_hash()
         await self.hot.start(self.settings.access_token_ttl)
+        self.api_keys.start()
         if self.redis is not None:
             try:
                 await self.redis.start()
@@ -203,6 +210,7 @@ class Engine:
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.mailer.stop()
+        await self.api_keys.stop()
         await self.hot.stop()
         if self.redis is not None:
             await self.redis.stop()

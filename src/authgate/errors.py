@@ -239,3 +239,17 @@ class InsufficientUserAuthentication(AuthGateError):
         super().__init__(detail, reason=detail)
         self.mfa = mfa
         self.max_age = max_age
+
+
+class InteractiveSignInRequired(AuthGateError):
+    """This needs a sign-in (a session or an access token), not an API key."""
+
+    code = "interactive_sign_in_required"
+    status = 403
+
+
+class TooManyApiKeys(AuthGateError):
+    """The user holds the most API keys allowed: revoke one first."""
+
+    code = "too_many_api_keys"
+    status = 409

@@ -49,6 +49,8 @@ CATALOGUE: dict[str, str] = {
     "email.changed": "an email address change was confirmed (the new address's link)",
     "password.reset_requested": "a password-reset mail was queued (forgot password)",
     "password.reset": "a password was reset with a mailed token: every sign-in ended",
+    "api_key.created": "an API key was created (its name and scopes; never the key)",
+    "api_key.revoked": "an API key was revoked (by its user, an operator or RFC 7009)",
     "key.rotated": "a new signing key was added",
     "key.exported": "a token-encryption private key was exported (keys export-decryption-key)",
 }

@@ -204,12 +204,13 @@ class AuthGate:
     @property
     def token_user(self) -> Dependency:
         """FastAPI dependency: the caller authenticated by an access token only (the
-        ``Authorization: Bearer`` header, or the access-token cookie)."""
+        ``Authorization: Bearer`` header, or the access-token cookie) or by an API key
+        (``Authorization: Bearer ag_…``; then ``principal.auth == "api_key"``)."""
         return self._deps["token"]
 
     @property
     def any_user(self) -> Dependency:
-        """FastAPI dependency: the caller by bearer token or session cookie."""
+        """FastAPI dependency: the caller by bearer token, API key or session cookie."""
         return self._deps["any"]
 
     def user(self, scopes: Sequence[str] = (), via: str = "any", *, mfa: bool = False,

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
-from authgate.models import Revocation, SessionRecord, User
+from authgate.models import ApiKeyRecord, Revocation, SessionRecord, User
 from authgate.store.protocols import RevocationLog
 from authgate.tasks import cancel
 
@@ -114,6 +114,8 @@ class HotState:
         self.sessions: BoundedCache[str, SessionRecord] = BoundedCache(capacity)
         self.no_session: BoundedCache[str, bool] = BoundedCache(capacity)
         self.users: BoundedCache[str, User] = BoundedCache(capacity)
+        self.api_keys: BoundedCache[str, ApiKeyRecord] = BoundedCache(capacity)
+        self.no_api_key: BoundedCache[str, bool] = BoundedCache(capacity)
         self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(
             capacity, max_bytes=token_cache_bytes)
         self.revoked_families: dict[str, float] = {}
@@ -172,6 +174,7 @@ class HotState:
             self._down_logged = False
             self.sessions.clear()  # we may have missed events: start over
             self.users.clear()
+            self.api_keys.clear()
         seen = self._seen
         for event_id, key, mark in events:
             if event_id not in seen:  # a row read again while its neighbours settle
@@ -223,8 +226,8 @@ class HotState:
 
     def receive(self, key: str) -> None:
         """Apply one revocation in its logged and published form (``session:<hash>``,
-        ``family:<id>``, ``jti:<jti>``, ``user:<id>``, ``redis:<epoch>``); what no
-        :class:`Revocation` reads is ignored."""
+        ``family:<id>``, ``jti:<jti>``, ``user:<id>``, ``redis:<epoch>``,
+        ``api_key:<hash>``); what no :class:`Revocation` reads is ignored."""
         event = Revocation.parse(key)
         if event is not None:
             self.apply(event)
@@ -242,6 +245,8 @@ class HotState:
             self._remember(self.denied_jtis, "jti", value, now + self.family_ttl)
         elif kind == "user":
             self.users.pop(value)
+        elif kind == "api_key":
+            self.api_keys.pop(value)
         elif kind == "redis" and value.isdigit() and int(value) > self.redis_epoch:
             # Every session entry in Redis written before is disowned (a tombstone may be
             # missing from it), and so is what was loaded from one: the database decides.

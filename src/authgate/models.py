@@ -76,13 +76,41 @@ class SignInEntry:
     """One row of ``GET /auth/sessions``."""
 
     id: str
-    kind: Literal["session", "token"]
+    kind: Literal["session", "token", "api_key"]
     created_at: float
     last_seen_at: float
-    expires_at: float
+    expires_at: float | None
     ip: str
     user_agent: str
     current: bool
+    name: str | None = None  # an API key's name (None for sessions and token families)
+    scopes: tuple[str, ...] | None = None  # an API key's scopes
+    last_used_at: float | None = None  # an API key's last use (None: never used)
+
+
+@dataclass(slots=True)
+class ApiKeyRecord:
+    """An API key (personal access token). ``digest`` is the SHA-256 of the key as given;
+    the key itself is never stored. ``last_used_at`` is this process's knowledge (exact
+    for the requests it served); ``written_at`` when it was last stored (not a column)."""
+
+    id: str
+    digest: str
+    user_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    written_at: float = 0.0
+    # The effective scopes (the key's that the user's roles still grant) and the roles
+    # they were computed for: recomputed when the roles change (not columns).
+    effective: tuple[str, ...] = ()
+    effective_for: tuple[str, ...] | None = None
+
+    def alive_at(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +128,19 @@ class Principal:
     """Who is calling and how: the result of authenticating one request, and what the
     dependencies (``gate.session_user``, ``gate.token_user``, ``gate.user(...)``) return.
 
-    ``auth`` is ``"session"`` or ``"token"``; ``scopes`` what the credential grants;
+    ``auth`` is ``"session"``, ``"token"`` or ``"api_key"``; ``scopes`` what the credential
+    grants; ``api_key`` the key record (API keys only);
     ``claims`` the verified access-token claims (tokens only, custom claims included);
     ``csrf_token`` the value unsafe cookie-authenticated requests must send."""
 
     user: User
-    auth: Literal["session", "token"]
+    auth: Literal["session", "token", "api_key"]
     scopes: tuple[str, ...]
     session: SessionRecord | None = None
     claims: dict[str, Any] | None = None
     csrf_token: str | None = None
     via_cookie: bool = False
+    api_key: ApiKeyRecord | None = None
 
     @property
     def amr(self) -> tuple[str, ...]:
@@ -150,7 +180,7 @@ class Principal:
         return self.user.roles
 
 
-RevocationKind = Literal["session", "family", "jti", "user", "redis"]
+RevocationKind = Literal["session", "family", "jti", "user", "redis", "api_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +189,8 @@ class Revocation:
 
     ``session`` (value: the SHA-256 of the cookie value), ``family`` (a token family id),
     ``jti`` (one access token), ``user`` (drop the cached user: disabled, roles or password
-    changed), ``redis`` (a new Redis session-cache epoch). ``str()`` is the form logged and
+    changed), ``redis`` (a new Redis session-cache epoch), ``api_key`` (value: the SHA-256
+    of the key). ``str()`` is the form logged and
     published (``kind:value``); :meth:`parse` reads it back."""
 
     kind: RevocationKind
@@ -171,6 +202,7 @@ class Revocation:
     @classmethod
     def parse(cls, text: str) -> Revocation | None:
         kind, sep, value = text.partition(":")
-        if not sep or kind not in ("session", "family", "jti", "user", "redis"):
+        if not sep or kind not in ("session", "family", "jti", "user", "redis",
+                                        "api_key"):
             return None
         return cls(kind, value)  # type: ignore[arg-type]

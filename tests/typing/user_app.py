@@ -25,6 +25,9 @@ async def home(user: Principal = Depends(gate.session_user)) -> dict[str, str]:
 @app.get("/dashboard")
 async def dashboard(user: Principal = Depends(gate.token_user)) -> dict[str, object]:
     roles: tuple[str, ...] = user.roles
+    if user.auth == "api_key":  # an ``ag_`` bearer: no claims, its key record instead
+        key_name: str | None = user.api_key.name if user.api_key else None
+        return {"roles": list(roles), "key": key_name}
     return {"roles": list(roles), "claims": user.claims or {}}
 
 

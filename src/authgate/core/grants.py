@@ -26,6 +26,7 @@ from authgate.store.records import Records
 from authgate.tokens import AccessTokens
 
 if TYPE_CHECKING:
+    from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
 
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
@@ -48,6 +49,7 @@ class Grants:
     last_seen: Callable[[str], float | None]
     extra_claims: ExtraClaims | None = None
     factors: Factors | None = None
+    api_keys: ApiKeys | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
@@ -212,6 +214,9 @@ class Grants:
         if not isinstance(token, str) or not token or len(token) > 8192:
             return
         now = self.clock.now()
+        if self.api_keys is not None and token.startswith("ag_"):
+            await self.api_keys.revoke_key(token)  # anyone holding a key may end it
+            return
         if "." not in token:
             fam = await self.records.refresh_family(digest(token))
             if fam is not None:

@@ -26,6 +26,7 @@ from authgate.settings import Settings
 from authgate.store.records import Records
 
 if TYPE_CHECKING:
+    from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
     from authgate.store.redis_backend import RedisBackend
 
@@ -47,6 +48,7 @@ class Sessions:
     events: Events
     metrics: Metrics
     factors: Factors | None = None
+    api_keys: ApiKeys | None = None
     _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
         default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
@@ -197,6 +199,9 @@ class Sessions:
                 self.clock.now(), session_id=principal.session.id))
         elif principal.claims is not None:
             await self.revocations.access_token(principal.claims, family=True)
+        elif principal.api_key is not None and self.api_keys is not None:
+            # A logout with an API key ends the credential presented, as a token's does.
+            await self.api_keys.try_revoke(principal.user.id, principal.api_key.id)
         self.events.emit("sign_out", user_id=principal.user.id,
                          session_id=principal.session.id if principal.session else None,
                          family_id=principal.claims.get("sid") if principal.claims else None)
@@ -229,8 +234,8 @@ class Sessions:
         return await self.rotate_session(principal, ip)
 
     async def sign_ins(self, principal: Principal | User) -> list[SignInEntry]:
-        """The sessions and token families of the caller (a principal: its own entry is
-        ``current``) or of a user (an admin's view), oldest first."""
+        """The sessions, token families and API keys of the caller (a principal: its own
+        entry is ``current``) or of a user (an admin's view), oldest first."""
         await self.flush_touches()  # the stored last-seen decides which are alive
         now = self.clock.now()
         user, current_session, current_family = _whose(principal)
@@ -244,13 +249,17 @@ class Sessions:
                         last_seen_at=f.last_seen_at, expires_at=f.expires_at, ip=f.ip,
                         user_agent=f.user_agent, current=f.id == current_family)
             for f in await self.records.user_families(user.id, now)]
+        if self.api_keys is not None:
+            current_key = principal.api_key.id if isinstance(principal, Principal) \
+                and principal.api_key else None
+            entries += await self.api_keys.entries(user.id, current_key)
         entries.sort(key=lambda e: e.created_at)
         return entries
 
     async def revoke_sign_in(self, principal: Principal | User, entry_id: str, *,
                              actor: str | Actor = "user") -> None:
-        """End one of the sessions or token families of the caller (or of a user: an
-        admin); another user's id is :class:`NotFound` like an unknown one."""
+        """End one of the sessions, token families or API keys of the caller (or of a user:
+        an admin); another user's id is :class:`NotFound` like an unknown one."""
         if not isinstance(entry_id, str) or len(entry_id) > 64 \
                 or not set(entry_id) <= ENTRY_ID_CHARS:
             raise NotFound()  # (never sent to the database: PostgreSQL refuses a NUL)
@@ -259,6 +268,9 @@ class Sessions:
         events = await self.records.delete_sessions(now, session_id=entry_id, user_id=uid)
         if not events:
             events = await self.records.revoke_families(now, family_id=entry_id, user_id=uid)
+        if not events and self.api_keys is not None and await self.api_keys.try_revoke(
+                uid, entry_id, actor=actor):  # it publishes and emits its own event
+            return
         if not events:
             raise NotFound("no such session")
         await self.revocations.publish(events)

@@ -103,7 +103,10 @@ class Users:
         if disabled:
             await self.revocations.everything_of(user.id, disabled=True)
         else:
-            await self.records.update_user(user.id, disabled=False)
+            # Logged: a process without a bus to this one (PostgreSQL without Redis) drops
+            # its cached, disabled copy of the user at its next poll of the log.
+            await self.records.update_user(user.id, logged_at=self.clock.now(),
+                                           disabled=False)
             await self.revocations.publish([Revocation("user", user.id)])
         self.events.emit("user.disabled" if disabled else "user.enabled", user_id=user.id,
                          actor=actor)
@@ -112,7 +115,7 @@ class Users:
         """Delete the user and everything they hold; their sessions and tokens end at
         once, on every process."""
         await self.revocations.everything_of(user.id)
-        await self.records.delete_user(user.id)
+        await self.records.delete_user(user.id, logged_at=self.clock.now())
         await self.revocations.publish([Revocation("user", user.id)])
         self.events.emit("user.deleted", user_id=user.id, actor=actor)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from authgate.models import Revocation, SessionRecord, TokenFamily, User
+from authgate.models import ApiKeyRecord, Revocation, SessionRecord, TokenFamily, User
 
 if TYPE_CHECKING:
     from authgate.store.factors import PendingSignIn, TotpFactor
@@ -63,7 +63,7 @@ class UserStore(Protocol):
 
     async def user_by_email(self, email: str) -> User | None: ...
 
-    async def delete_user(self, user_id: str) -> bool:
+    async def delete_user(self, user_id: str, logged_at: float | None = None) -> bool:
         """Delete the user and everything that belongs to them."""
         ...
 
@@ -132,6 +132,22 @@ class TokenStore(Protocol):
     async def deny_jti(self, jti: str, expires_at: float, now: float) -> bool: ...
 
 
+class ApiKeyStore(Protocol):
+    """API keys by the SHA-256 of the key; a revocation logs its key in its transaction."""
+
+    async def insert_api_key(self, rec: ApiKeyRecord, max_per_user: int) -> bool: ...
+
+    async def get_api_key(self, digest: str) -> ApiKeyRecord | None: ...
+
+    async def user_api_keys(self, user_id: str, now: float) -> list[ApiKeyRecord]: ...
+
+    async def revoke_api_keys(self, now: float, *, key_id: str | None = None,
+                              user_id: str | None = None, digest: str | None = None
+                              ) -> list[Revocation]: ...
+
+    async def touch_api_keys(self, used: Mapping[str, float]) -> None: ...
+
+
 class KeyStore(Protocol):
     async def signing_keys(self) -> list[dict[str, Any]]: ...
 
@@ -194,7 +210,7 @@ class FactorStore(Protocol):
 
 
 class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore,
-                  MailStore, Protocol):
+                  MailStore, ApiKeyStore, Protocol):
     """Every record area, plus the housekeeping that spans them."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]: ...

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from authgate.store import schema as t
+from authgate.store.api_keys import ApiKeyRecords
 from authgate.store.factors import FactorRecords
 from authgate.store.mail import MailRecords
 from authgate.store.revlog import RevocationLogRecords
@@ -21,9 +22,10 @@ __all__ = ["LastSeen", "Records", "username_key"]
 
 
 class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords,
-              FactorRecords, MailRecords):
+              FactorRecords, MailRecords, ApiKeyRecords):
     """The engine's durable state: users, sessions, token families and refresh tokens, the
-    ``jti`` denylist, signing keys and secrets, the revocation log; and their purge."""
+    ``jti`` denylist, signing keys and secrets, the revocation log, API keys; and their
+    purge."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]:
         """Delete expired sessions, refresh tokens, families, denylist entries and old log."""
@@ -42,4 +44,5 @@ class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationL
                 t.mfa_pending.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
         counts["mail_tokens"] = await self.purge_mail_tokens(now)
+        counts["api_keys"] = await self.purge_api_keys(now, keep_log)
         return counts

@@ -226,6 +226,23 @@ mail_outbox = sa.Table(
     sa.Column("last_error", sa.String(200), nullable=False, server_default=""),
 )
 
+# API keys (personal access tokens, v8): ``ag_`` + 256 bits, stored only as the SHA-256 of
+# the key as given. ``scopes`` space-separated; ``last_used_at`` written at most once a
+# minute per key; a revoked key keeps its row (revoked_at) until the purge.
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public id, shown in listings
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations", metadata,
     sa.Column("version", sa.Integer, primary_key=True),
@@ -312,5 +329,7 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE token_families ADD COLUMN amr VARCHAR(64) DEFAULT 'pwd' NOT NULL",
         "ALTER TABLE token_families ADD COLUMN auth_time FLOAT DEFAULT '0' NOT NULL"),
         needed=_lacks_amr),  # databases made before v7; v1 now creates the columns
+    # Number 8 is self-contained (a new table only): a merge may renumber it.
+    Migration(8, "API keys (personal access tokens)", tables=(api_keys,)),
 ]
 LATEST = MIGRATIONS[-1].version

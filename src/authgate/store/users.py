@@ -141,9 +141,12 @@ class UserRecords(SqlArea):
             raise _taken(exc) from None
         return bool(result.rowcount)
 
-    async def delete_user(self, user_id: str) -> bool:
+    async def delete_user(self, user_id: str, logged_at: float | None = None) -> bool:
         """Delete the user and (by cascade) everything they hold, and the mails not yet sent
-        to their addresses: a deleted account gets no more mail."""
+        to their addresses (a deleted account gets no more mail); with ``logged_at``, log
+        ``user:<id>`` in the same transaction (a process that cached the user between the
+        caller's earlier revocations and this delete drops it, even without a bus: else
+        its cached API keys would outlive their user there)."""
         async with self.db.write() as conn:
             addresses = {a for a in (await conn.execute(sa.union(
                 sa.select(t.users.c.email).where(t.users.c.id == user_id),
@@ -154,6 +157,8 @@ class UserRecords(SqlArea):
                     t.mail_outbox.c.to_addr.in_(addresses),
                     t.mail_outbox.c.delivered_at.is_(None)))
             result = await conn.execute(t.users.delete().where(t.users.c.id == user_id))
+            if logged_at is not None and result.rowcount:
+                await self._log(conn, [Revocation("user", user_id)], logged_at)
         return bool(result.rowcount)
 
     async def set_password_hash_if(self, user_id: str, old: str, new: str) -> None:

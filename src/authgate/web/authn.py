@@ -1,11 +1,11 @@
 """Which credential a request carries, and what it proves.
 
 *Where a credential travels* (header, token cookie, session cookie) is decided here; *what
-it is* (session record, access token) is the engine's business. Precedence is the
-contract's: ``Authorization: Bearer``, then the access-token cookie, then the session
-cookie. A bearer header that fails is a failure (no fallback to a cookie). Unsafe methods
-authenticated by a cookie are CSRF-checked here, and cookie-authenticated WebSocket
-handshakes Origin-checked.
+it is* (session record, access token, API key: an ``ag_`` bearer) is the engine's business.
+Precedence is the contract's: ``Authorization: Bearer``, then the access-token cookie, then
+the session cookie. A bearer header that fails is a failure (no fallback to a cookie).
+Unsafe methods authenticated by a cookie are CSRF-checked here, and cookie-authenticated
+WebSocket handshakes Origin-checked.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
     if accept in ("any", "token"):
         token = bearer_token(conn)
         if token is not None:
+            if token.startswith("ag_"):  # an API key (personal access token)
+                return await engine.api_keys.principal(token)
             return await engine.grants.token_principal(token)
         at_cookie = get_cookie(conn, engine.cookie_names[1])
         if at_cookie:

@@ -32,6 +32,7 @@ from authgate.errors import (
 )
 from authgate.models import Principal
 from authgate.next_url import local_path, safe_target
+from authgate.web.api_key_pages import API_KEY_ACTIONS, api_key_action, api_key_context
 from authgate.web.authn import authenticate
 from authgate.web.errors import log_refusal
 from authgate.web.http import (
@@ -266,8 +267,9 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return render("account.html", user=principal.user, principal=principal,
                       events=events, **await account_context(engine, principal, events),
                       csrf=principal.csrf_token, notice=request.query_params.get("done"),
+                      **api_key_context(principal),
                       entries=[{"id": e.id, "kind": e.kind, "current": e.current,
-                                "ip": e.ip, "user_agent": e.user_agent,
+                                "ip": e.ip, "user_agent": e.user_agent, "name": e.name,
                                 "created_at": iso(e.created_at),
                                 "last_seen_at": iso(e.last_seen_at)} for e in entries])
 
@@ -288,6 +290,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         action = request.path_params["action"]
         if action in MFA_ACTIONS:
             return await mfa_action(engine, request, principal, action, form, render)
+        if action in API_KEY_ACTIONS:
+            return await api_key_action(engine, request, principal, form, render)
         if action == "logout":
             await engine.sessions.logout(principal)
             return _logged_out(s)
