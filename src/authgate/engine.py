@@ -19,6 +19,8 @@ from authgate.core.account import Account
 from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
+from authgate.core.notices import FactorNotices
+from authgate.core.passkeys import Passkeys
 from authgate.core.revocation import Revocations
 from authgate.core.sessions import Sessions
 from authgate.core.signin import SignIn
@@ -120,13 +122,17 @@ class Engine:
                                        self.redis)
         self.signin = SignIn(self.records, self.throttle, self.hasher, self.events,
                              self.metrics, self.macs, settings.require_verified_email)
+        self.notices = FactorNotices(settings, self.clock, self.records)
+        self.passkeys = Passkeys(settings, self.clock, self.records, self.signin,
+                                 self.events, self.notices)
         self.factors = Factors(settings, self.clock, self.records, self.signin,
-                               self.throttle, self.events, self.revocations)
+                               self.throttle, self.events, self.revocations,
+                               passkeys=self.passkeys, notices=self.notices)
         self.users = Users(settings, self.clock, self.records, self.hot, self.hasher,
                            self.events, self.revocations, self.signin)
         self.sessions = Sessions(settings, self.clock, self.records, self.hot, self.redis,
                                  self.users, self.signin, self.revocations, self.events,
-                                 self.metrics, self.factors)
+                                 self.metrics, self.factors, self.passkeys)
         self.grants = Grants(settings, self.clock, self.records, self.hot, self.keys,
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
@@ -138,6 +144,7 @@ class Engine:
         self.mailer = MailSender(self.db, self.mail_transport,
                                  Renderer(settings.mail_templates_dir), self.sealer,
                                  self.clock, settings.mail_from)
+        self.notices.wake = self.mailer.wake
         self.account = Account(settings, self.clock, self.records, self.users, self.signin,
                                self.revocations, self.events, self.sealer, self.mailer.wake)
         self._mail_pending = 0

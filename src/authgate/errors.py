@@ -231,3 +231,22 @@ class InsufficientUserAuthentication(AuthGateError):
         super().__init__(detail, reason=detail)
         self.mfa = mfa
         self.max_age = max_age
+
+
+class InvalidPasskey(AuthGateError):
+    """The passkey response is invalid, expired or was already used."""
+
+    code = "invalid_passkey"
+
+
+class PasskeyRefused(InvalidPasskey):
+    """That passkey did not sign you in."""
+
+    status = 401
+
+
+class PasskeyLimit(AuthGateError):
+    """You have as many passkeys as an account may hold; delete one first."""
+
+    code = "passkey_limit"
+    status = 409

@@ -15,7 +15,7 @@ from authgate.core.credentials import Macs, digest, new_id, new_secret
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
-from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken, MfaRequired
+from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken
 from authgate.events import Events
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
@@ -55,19 +55,19 @@ class Grants:
                              device: str | None = None) -> TokenPair:
         user = await self.signin.check_password(username, password, ip, device=device)
         if self.factors is not None and await self.factors.active(user.id):
-            raise MfaRequired(await self.factors.start_pending(
-                user, "pwd", flow="token", scope=self._grant_scope(user, scope, True)))
+            raise await self.factors.required(user, "pwd", flow="token",
+                                              scope=self._grant_scope(user, scope, True))
         granted = self._grant_scope(user, scope, False)
         return await self._new_family(user, granted, ip, user_agent, "pwd")
 
     async def mfa_grant(self, mfa_token: Any, code: Any, *, ip: str = "",
-                        user_agent: str = "") -> TokenPair:
+                        user_agent: str = "", passkey: Any = None) -> TokenPair:
         """``urn:authgate:grant-type:mfa``: finish a password grant that answered
-        ``mfa_required`` with a TOTP or recovery code."""
+        ``mfa_required`` with a TOTP or recovery code, or a passkey assertion."""
         if self.factors is None:
             raise InvalidGrant()
         try:
-            done = await self.factors.finish(mfa_token, code, "token", ip)
+            done = await self.factors.finish(mfa_token, code, "token", ip, passkey=passkey)
         except InvalidMfaToken as exc:
             raise InvalidGrant(exc.detail, reason=exc.reason) from None
         scope = str(done.data.get("scope", ""))

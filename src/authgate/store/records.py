@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from authgate.store import schema as t
 from authgate.store.factors import FactorRecords
 from authgate.store.mail import MailRecords
+from authgate.store.passkeys import PasskeyRecords
 from authgate.store.revlog import RevocationLogRecords
 from authgate.store.sessions import SessionRecords
 from authgate.store.shared import LastSeen
@@ -21,7 +22,7 @@ __all__ = ["LastSeen", "Records", "username_key"]
 
 
 class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords,
-              FactorRecords, MailRecords):
+              FactorRecords, PasskeyRecords, MailRecords):
     """The engine's durable state: users, sessions, token families and refresh tokens, the
     ``jti`` denylist, signing keys and secrets, the revocation log; and their purge."""
 
@@ -40,6 +41,9 @@ class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationL
                 t.denied_jtis.c.expires_at <= now))).rowcount
             counts["mfa_pending"] = (await conn.execute(t.mfa_pending.delete().where(
                 t.mfa_pending.c.expires_at <= now))).rowcount
+            counts["passkey_challenges"] = (await conn.execute(
+                t.passkey_challenges.delete().where(
+                    t.passkey_challenges.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
         counts["mail_tokens"] = await self.purge_mail_tokens(now)
         return counts
