@@ -133,16 +133,19 @@ class PasskeyRecords(SqlArea):
 
     async def take_challenge(self, challenge_hash: str, purpose: str, binding: str,
                              now: float) -> PasskeyChallenge | None:
-        """Use up a challenge of ``purpose`` bound to ``binding``, unexpired: atomically, so
-        of two requests carrying it at most one gets it. None when it cannot be used."""
+        """Use up a challenge (whoever presents it: it is gone after this) and return it
+        when it is of ``purpose``, bound to ``binding`` and unexpired; atomic, so of two
+        requests carrying it at most one gets it. None otherwise."""
         pc = t.passkey_challenges
         async with self.db.write() as conn:
             row = (await conn.execute(sa.select(pc).where(
                 pc.c.challenge_hash == challenge_hash))).mappings().first()
-            if row is None or row["purpose"] != purpose or row["binding"] != binding:
+            if row is None:
                 return None
+            # used up by whoever presents it first, right or wrong
             done = await conn.execute(pc.delete().where(pc.c.challenge_hash == challenge_hash))
-            if not done.rowcount or row["expires_at"] <= now:
+            if not done.rowcount or row["expires_at"] <= now or row["purpose"] != purpose \
+                    or row["binding"] != binding:
                 return None
         return PasskeyChallenge(challenge_hash=row["challenge_hash"], purpose=row["purpose"],
                                 binding=row["binding"], user_id=row["user_id"],

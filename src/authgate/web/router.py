@@ -41,6 +41,7 @@ from authgate.web.http import (
 )
 from authgate.web.mfa_routes import add_mfa_routes
 from authgate.web.parsing import check_fields, read_params
+from authgate.web.passkey_routes import add_passkey_routes
 
 
 class AuthRoute(APIRoute):
@@ -113,7 +114,7 @@ MFA_GRANT = "urn:authgate:grant-type:mfa"
 TOKEN = _obj({"grant_type": {"type": "string",
                              "enum": ["password", "refresh_token", MFA_GRANT]},
               "username": _STR, "password": _STR, "refresh_token": _STR, "scope": _STR,
-              "mfa_token": _STR, "code": _STR, "cookie": {"type": "boolean"}},
+              "mfa_token": _STR, "code": _STR, "passkey": _STR, "cookie": {"type": "boolean"}},
              ["grant_type"])
 REVOKE = _obj({"token": _STR, "token_type_hint": _STR}, ["token"])
 
@@ -219,10 +220,11 @@ def build_router(engine: Engine) -> APIRouter:
         # client_id/client_secret: sent by OAuth tools such as Swagger UI; authgate's
         # clients are public (RFC 6749 §2.1), so they are accepted and not used.
         check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
-                            "cookie", "client_id", "client_secret", "mfa_token", "code"})
+                            "cookie", "client_id", "client_secret", "mfa_token", "code",
+                            "passkey"})
         grant = data.get("grant_type")
-        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data):
-            raise InvalidRequest("mfa_token and code belong to the mfa grant only")
+        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data or "passkey" in data):
+            raise InvalidRequest("mfa_token, code and passkey belong to the mfa grant only")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):
             cookie = True
@@ -253,11 +255,11 @@ def build_router(engine: Engine) -> APIRouter:
             else:
                 pair = await engine.grants.refresh_grant(refresh, ip=ip)
         elif grant == MFA_GRANT:
-            if "mfa_token" not in data or "code" not in data:
-                raise InvalidRequest("mfa_token and code are required")
+            if "mfa_token" not in data or ("code" in data) == ("passkey" in data):
+                raise InvalidRequest("mfa_token and a code or a passkey are required")
             pair = await engine.grants.mfa_grant(
-                data["mfa_token"], data["code"], ip=ip,
-                user_agent=request.headers.get("user-agent", ""))
+                data["mfa_token"], data.get("code"), ip=ip,
+                user_agent=request.headers.get("user-agent", ""), passkey=data.get("passkey"))
         elif grant is None:
             raise InvalidRequest("grant_type is required")
         else:
@@ -296,6 +298,7 @@ def build_router(engine: Engine) -> APIRouter:
     router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
                          methods=["GET"], summary="Public signing keys (JWKS)")
     add_mfa_routes(router, engine)
+    add_passkey_routes(router, engine)
 
     from authgate.web.account_routes import add_account_routes
 
