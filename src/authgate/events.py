@@ -26,7 +26,8 @@ log = logging.getLogger("authgate")
 #: Every event authgate emits, by name, with what it means.
 CATALOGUE: dict[str, str] = {
     "sign_in.succeeded": "a sign-in succeeded (password or passkey; session or token grant)",
-    "sign_in.failed": "a sign-in failed (unknown user, wrong password, disabled user, refused passkey)",
+    "sign_in.failed": "a sign-in failed (unknown user, wrong password, disabled user, "
+                      "refused passkey)",
     "sign_in.throttled": "a sign-in was refused by the throttle",
     "sign_out": "a session or token family was ended by its holder (logout)",
     "sign_out.everywhere": "every session and token family of a user was ended",
