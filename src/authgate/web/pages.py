@@ -42,14 +42,21 @@ from authgate.web.http import (
     set_cookie,
     set_session_cookie,
 )
-from authgate.web.mfa_pages import MFA_ACTIONS, account_context, mfa_action
+from authgate.web.mfa_pages import (
+    MFA_ACTIONS,
+    PASSKEY_ACTIONS,
+    account_context,
+    mfa_action,
+    passkey_action,
+)
 from authgate.web.parsing import read_form as read_form_fields
 from authgate.web.router import iso, set_device_cookie
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; connect-src 'self'; "
+                                "style-src 'self'; img-src 'self'; form-action 'self'; "
+                                "frame-ancestors 'none'; base-uri 'none'"),
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
@@ -179,7 +186,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                 replacing=get_cookie(request, s.session_cookie))
         except MfaRequired as exc:  # the second step: same nonce, the mfa_token
             return render("login_mfa.html", 200, mfa_token=exc.mfa_token,
-                          next=safe_next(form.get("next")),
+                          next=safe_next(form.get("next")), passkey="passkey" in exc.methods,
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
@@ -223,11 +230,13 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         except InvalidCode as exc:
             log_refusal(exc)
             return render("login_mfa.html", 401, mfa_token=token,
-                          error="That code is not right.", next=safe_next(form.get("next")),
+                          passkey=form.get("passkey") == "1", error="That code is not right.",
+                          next=safe_next(form.get("next")),
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
-            return render("login_mfa.html", 429, mfa_token=token, next=safe_next(
+            return render("login_mfa.html", 429, mfa_token=token,
+                          passkey=form.get("passkey") == "1", next=safe_next(
                 form.get("next")), form_token=engine.macs.mac("login-form", nonce),
                 error=f"Too many attempts. Try again in {exc.retry_after} seconds.")
         except AuthGateError as exc:
@@ -278,6 +287,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         action = request.path_params["action"]
         if action in MFA_ACTIONS:
             return await mfa_action(engine, request, principal, action, form, render)
+        if action in PASSKEY_ACTIONS:
+            return await passkey_action(engine, request, principal, action, form, render)
         if action == "logout":
             await engine.sessions.logout(principal)
             return _logged_out(s)
@@ -304,6 +315,14 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return Response(css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    async def script(request: Request) -> Response:
+        from importlib.resources import files
+
+        js = files("authgate").joinpath("static/passkeys.js").read_bytes()
+        return Response(js, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     from authgate.web.account_pages import account_pages
 
     return [
@@ -313,4 +332,5 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         Route("/account", account, methods=["GET"]),
         Route("/account/{action}", account_action, methods=["POST"]),
         Route("/static/authgate.css", stylesheet, methods=["GET"]),
+        Route("/static/passkeys.js", script, methods=["GET"]),
     ]
