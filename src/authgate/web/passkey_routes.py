@@ -43,12 +43,13 @@ def passkey_json(key: Passkey) -> dict[str, Any]:
 def _body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     schema = {"type": "object", "properties": props, "required": required,
               "additionalProperties": False}
-    return {"requestBody": {"required": bool(required),
+    return {"requestBody": {"required": True,
                             "content": {"application/json": {"schema": schema}}}}
 
 
 async def _params(request: Request, allowed: set[str], required: set[str]) -> dict[str, Any]:
-    """The JSON body; an empty body is ``{}`` where nothing is required."""
+    """The JSON body; an empty body is ``{}`` where nothing is required (the options
+    endpoints take no body: none, or ``{}``)."""
     if not required and not await request.body():
         return {}
     data = await read_params(request)
@@ -61,7 +62,7 @@ def add_passkey_routes(router: APIRouter, engine: Engine) -> None:
     passkeys = engine.passkeys
     from authgate.web.router import signed_in_json
 
-    @router.post("/auth/passkeys/register/options", openapi_extra=_body({}, []),
+    @router.post("/auth/passkeys/register/options",
                  summary="Options to create a passkey (signed in within 10 minutes)")
     async def register_options(request: Request) -> Response:
         principal = await authenticate(engine, request)
@@ -101,7 +102,7 @@ def add_passkey_routes(router: APIRouter, engine: Engine) -> None:
         await passkeys.delete(principal, passkey_id, client_ip(request, s))
         return Response(status_code=204, headers=NO_STORE)
 
-    @router.post("/auth/passkeys/login/options", openapi_extra=_body({}, []),
+    @router.post("/auth/passkeys/login/options",
                  summary="Options to sign in with a passkey (also for autofill)")
     async def login_options(request: Request) -> Response:
         check_origin(request, s)
