@@ -36,7 +36,7 @@ def add_passkey(server: Server, c: AuthClient, auth: SoftAuthenticator,
 
 
 def login_options(c: AuthClient) -> dict[str, Any]:
-    r = c.post("/auth/passkeys/login/options", headers={"Origin": c.origin})
+    r = c.get("/auth/passkeys/login/options")
     assert r.status_code == 200, r.text
     return dict(r.json()["publicKey"])
 
@@ -195,6 +195,25 @@ def test_a_synced_passkey_is_swk(server: Server) -> None:
         assert fresh.get("/auth/me").json()["amr"] == ["swk", "user", "mfa"]
 
 
+def test_sign_in_options_cost_no_write(server: Server) -> None:
+    """/login asks for options on every view (autofill): they are stateless (MAC'd), so a
+    flood of page views writes nothing; the challenge is recorded when used, once."""
+    if not str(server.settings["database_url"]).startswith("sqlite"):
+        pytest.skip("read through SQLite's file")
+
+    def rows() -> int:
+        db = sqlite3.connect(server.db_path)
+        try:
+            return int(db.execute("SELECT count(*) FROM passkey_challenges").fetchone()[0])
+        finally:
+            db.close()
+    c = server.client()
+    before = rows()
+    for _ in range(20):
+        login_options(c)
+    assert rows() == before
+
+
 @pytest.mark.parametrize("flaw", ["no_uv", "origin", "counter_back", "counter_same",
                                   "user_handle", "expired", "unknown"])
 def test_a_passkey_sign_in_is_refused(server: Server, flaw: str) -> None:
@@ -316,8 +335,8 @@ def test_another_users_passkey_is_no_second_factor(server: Server) -> None:
 def test_a_database_holds_no_usable_challenge(server: Server) -> None:
     if not str(server.settings["database_url"]).startswith("sqlite"):
         pytest.skip("read through SQLite's file")
-    c = server.client()
-    options = login_options(c)
+    c, _, _ = signed_in(server)
+    options = c.unsafe("POST", "/auth/passkeys/register/options").json()["publicKey"]
     db = sqlite3.connect(server.db_path)
     try:
         rows = db.execute("SELECT challenge_hash FROM passkey_challenges").fetchall()
@@ -338,8 +357,16 @@ def test_passkey_routes_refuse_bad_input(server: Server) -> None:
                  {"credential": {}, "remember": "yes"}, {}):
         r = fresh.post("/auth/passkeys/login", json=body, headers={"Origin": fresh.origin})
         assert 400 <= r.status_code < 500, (body, r.text)
-    r = fresh.post("/auth/passkeys/login/options", headers={"Origin": "https://evil.example"})
-    assert r.status_code == 403
+    # a challenge that is not the server's (no MAC) or a forged one
+    auth = SoftAuthenticator(server.url)
+    add_passkey(server, c, auth)
+    options = login_options(fresh)
+    raw = base64.urlsafe_b64decode(options["challenge"] + "==")
+    for forged in (raw[:24] + bytes(24), raw[:-1], b"\0" * 48):
+        r = passkey_login(fresh, auth.get({**options, "challenge": base64.urlsafe_b64encode(
+            forged).rstrip(b"=").decode()}))
+        assert r.status_code == 401, r.text
+    assert passkey_login(fresh, auth.get(options)).status_code == 200
     r = fresh.post("/auth/passkeys/mfa/options", json={"mfa_token": "x" * 43},
                    headers={"Origin": fresh.origin})
     assert r.status_code == 401

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+import struct
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -55,7 +56,7 @@ from webauthn.helpers.structs import (
 )
 
 from authgate.clock import Clock
-from authgate.core.credentials import digest, new_id
+from authgate.core.credentials import Macs, digest, new_id
 from authgate.core.notices import FactorNotices
 from authgate.core.signin import SignIn
 from authgate.errors import (
@@ -83,8 +84,6 @@ MAX_NAME = 64
 MAX_CREDENTIAL_JSON = 16_384
 ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_256,
               COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256]
-#: Per client address: passwordless sign-in options (each writes a challenge row).
-LOGIN_OPTIONS_LIMIT = (60, 60)
 _PARSE_ERRORS = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError)
 
 
@@ -126,6 +125,7 @@ class Passkeys:
     signin: SignIn
     events: Events
     notices: FactorNotices
+    macs: Macs
 
     # -- the relying party ----------------------------------------------------------------
 
@@ -288,12 +288,34 @@ class Passkeys:
 
     # -- signing in ---------------------------------------------------------------------------
 
-    async def login_options(self, ip: str = "") -> dict[str, Any]:
+    def _login_challenge(self) -> bytes:
+        """A stateless challenge: ``issued at (8 bytes) | nonce (16) | MAC (24)`` under the
+        server secret. ``/login`` asks for one on every view (autofill): no write, no
+        state; it is recorded only when used (:meth:`_spend_login_challenge`)."""
+        body = struct.pack(">Q", int(self.clock.now())) + secrets.token_bytes(16)
+        mac = self.macs.mac("passkey-login", body.hex())
+        return body + base64.urlsafe_b64decode(mac)
+
+    async def _spend_login_challenge(self, challenge: bytes) -> None:
+        if len(challenge) != 48:
+            raise InvalidPasskey(reason="not a login challenge")
+        body, mac = challenge[:24], challenge[24:]
+        if not self.macs.check("passkey-login", body.hex(),
+                               base64.urlsafe_b64encode(mac).decode()):
+            raise InvalidPasskey(reason="login challenge not ours")
+        issued = struct.unpack(">Q", body[:8])[0]
+        now = self.clock.now()
+        if not -60 <= now - issued < CHALLENGE_TTL:
+            raise InvalidPasskey(reason="login challenge expired")
+        if not await self.records.spend_challenge(digest(b64url(challenge)),
+                                                  issued + CHALLENGE_TTL + 60, now):
+            raise InvalidPasskey(reason="login challenge used before")
+
+    async def login_options(self) -> dict[str, Any]:
         """``PublicKeyCredentialRequestOptions`` for a passwordless sign-in (no
         ``allowCredentials``: the authenticator offers the user's discoverable passkeys;
-        also what conditional mediation — autofill — asks for)."""
-        await self.signin.limit("passkey", ip, *LOGIN_OPTIONS_LIMIT)
-        challenge = await self._challenge("login", "", None)
+        also what conditional mediation — autofill — asks for). No I/O."""
+        challenge = self._login_challenge()
         options = generate_authentication_options(
             rp_id=self.rp_id, challenge=challenge, timeout=CHALLENGE_TTL * 1000,
             user_verification=UserVerificationRequirement.REQUIRED)
@@ -345,12 +367,21 @@ class Passkeys:
             parsed: AuthenticationCredential = parse_authentication_credential_json(data)
         except _PARSE_ERRORS as exc:
             raise InvalidPasskey(reason=f"assertion: {exc}") from None
-        challenge, taken = await self._take(parsed.response.client_data_json, purpose,
-                                            binding)
+        if purpose == "login":
+            try:
+                challenge = _challenge_of(parsed.response.client_data_json)
+            except _PARSE_ERRORS:
+                raise InvalidPasskey(reason="clientDataJSON unreadable") from None
+            await self._spend_login_challenge(challenge)
+        else:
+            challenge, taken = await self._take(parsed.response.client_data_json, purpose,
+                                                binding)
+            if taken.user_id != user_id:
+                raise InvalidPasskey(reason="a challenge for another user")
         key = await self.records.passkey_by_credential(b64url(parsed.raw_id))
         if key is None:
             raise InvalidPasskey(reason="unknown credential")
-        if user_id is not None and (key.user_id != user_id or taken.user_id != user_id):
+        if user_id is not None and key.user_id != user_id:
             raise InvalidPasskey(reason="another user's passkey")
         handle = parsed.response.user_handle
         if purpose == "login" and handle is None:

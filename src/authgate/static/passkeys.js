@@ -166,7 +166,8 @@
       if (controller) controller.abort();
       await pending.catch(() => undefined);  // the browser allows one request at a time
       controller = new AbortController();
-      const r = await post("/auth/passkeys/login/options");
+      const r = await fetch("/auth/passkeys/login/options",
+                            { credentials: "same-origin", cache: "no-store" });
       if (!r.ok) throw new Error(await errorOf(r));
       const options = { publicKey: requestOptions((await r.json()).publicKey),
                         signal: controller.signal };

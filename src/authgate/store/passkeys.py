@@ -131,6 +131,21 @@ class PasskeyRecords(SqlArea):
                 binding=challenge.binding, user_id=challenge.user_id,
                 expires_at=challenge.expires_at))
 
+    async def spend_challenge(self, challenge_hash: str, expires_at: float, now: float
+                              ) -> bool:
+        """Record a stateless (MAC-checked) challenge as used until ``expires_at``; False
+        when it was used before (a replay): the unique key decides, across workers."""
+        pc = t.passkey_challenges
+        try:
+            async with self.db.write() as conn:
+                await conn.execute(pc.delete().where(pc.c.expires_at <= now))
+                await conn.execute(pc.insert().values(
+                    challenge_hash=challenge_hash, purpose="spent", binding="",
+                    user_id=None, expires_at=expires_at))
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
     async def take_challenge(self, challenge_hash: str, purpose: str, binding: str,
                              now: float) -> PasskeyChallenge | None:
         """Use up a challenge (whoever presents it: it is gone after this) and return it

@@ -212,6 +212,11 @@ class PasskeyStore(Protocol):
 
     async def put_challenge(self, challenge: PasskeyChallenge, now: float) -> None: ...
 
+    async def spend_challenge(self, challenge_hash: str, expires_at: float, now: float
+                              ) -> bool:
+        """Atomically: record a challenge as used; False when it was used before."""
+        ...
+
     async def take_challenge(self, challenge_hash: str, purpose: str, binding: str,
                              now: float) -> PasskeyChallenge | None:
         """Atomically use up an unexpired challenge of ``purpose`` bound to ``binding``."""

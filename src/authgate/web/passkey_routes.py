@@ -102,13 +102,10 @@ def add_passkey_routes(router: APIRouter, engine: Engine) -> None:
         await passkeys.delete(principal, passkey_id, client_ip(request, s))
         return Response(status_code=204, headers=NO_STORE)
 
-    @router.post("/auth/passkeys/login/options",
-                 summary="Options to sign in with a passkey (also for autofill)")
+    @router.get("/auth/passkeys/login/options",
+                summary="Options to sign in with a passkey (also for autofill); no state")
     async def login_options(request: Request) -> Response:
-        check_origin(request, s)
-        await _params(request, set(), set())
-        options = await passkeys.login_options(client_ip(request, s))
-        return JSONResponse({"publicKey": options}, headers=NO_STORE)
+        return JSONResponse({"publicKey": await passkeys.login_options()}, headers=NO_STORE)
 
     @router.post("/auth/passkeys/login",
                  openapi_extra=_body({"credential": _OBJ, "remember": {"type": "boolean"}},
