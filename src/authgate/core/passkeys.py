@@ -51,6 +51,7 @@ from webauthn.helpers.structs import (
     AuthenticatorSelectionCriteria,
     CredentialDeviceType,
     PublicKeyCredentialDescriptor,
+    RegistrationCredential,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
@@ -107,7 +108,32 @@ def _credential_dict(value: Any) -> dict[str, Any]:
 
 
 def _challenge_of(client_data_json: bytes) -> bytes:
-    return parse_client_data_json(client_data_json).challenge
+    try:
+        return parse_client_data_json(client_data_json).challenge
+    except _PARSE_ERRORS:
+        raise InvalidPasskey(reason="clientDataJSON unreadable") from None
+
+
+def parse_assertion(value: Any) -> tuple[AuthenticationCredential, bytes]:
+    """An assertion (``PublicKeyCredential.toJSON()`` of ``navigator.credentials.get``, an
+    object or its JSON text) and the challenge its clientDataJSON names; anything else is
+    :class:`InvalidPasskey` / :class:`InvalidRequest`, never another exception."""
+    data = _credential_dict(value)
+    try:
+        parsed = parse_authentication_credential_json(data)
+    except _PARSE_ERRORS as exc:
+        raise InvalidPasskey(reason=f"assertion: {exc}") from None
+    return parsed, _challenge_of(parsed.response.client_data_json)
+
+
+def parse_attestation(value: Any) -> tuple[RegistrationCredential, bytes]:
+    """The same for a registration response (``navigator.credentials.create``)."""
+    data = _credential_dict(value)
+    try:
+        parsed = parse_registration_credential_json(data)
+    except _PARSE_ERRORS as exc:
+        raise InvalidPasskey(reason=f"registration response: {exc}") from None
+    return parsed, _challenge_of(parsed.response.client_data_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,18 +187,13 @@ class Passkeys:
             user_id=user_id, expires_at=now + CHALLENGE_TTL), now)
         return challenge
 
-    async def _take(self, client_data_json: bytes, purpose: str, binding: str
-                    ) -> tuple[bytes, PasskeyChallenge]:
-        try:
-            challenge = _challenge_of(client_data_json)
-        except _PARSE_ERRORS:
-            raise InvalidPasskey(reason="clientDataJSON unreadable") from None
+    async def _take(self, challenge: bytes, purpose: str, binding: str) -> PasskeyChallenge:
         taken = await self.records.take_challenge(digest(b64url(challenge)), purpose, binding,
                                                   self.clock.now())
         if taken is None:
             raise InvalidPasskey(reason=f"{purpose} challenge unknown, used, expired or "
                                         "not this caller's")
-        return challenge, taken
+        return taken
 
     # -- the user's passkeys ------------------------------------------------------------------
 
@@ -234,13 +255,8 @@ class Passkeys:
         user = principal.user
         count = await self.records.count_passkeys(user.id)
         label = self.clean_name(name, f"Passkey {count + 1}")
-        data = _credential_dict(credential)
-        try:
-            parsed = parse_registration_credential_json(data)
-        except _PARSE_ERRORS as exc:
-            raise InvalidPasskey(reason=f"registration response: {exc}") from None
-        challenge, _ = await self._take(parsed.response.client_data_json, "register",
-                                        self.binding(principal))
+        parsed, challenge = parse_attestation(credential)
+        await self._take(challenge, "register", self.binding(principal))
         try:
             done = verify_registration_response(
                 credential=parsed, expected_challenge=challenge, expected_rp_id=self.rp_id,
@@ -362,20 +378,11 @@ class Passkeys:
 
     async def _assert(self, credential: Any, purpose: str, binding: str,
                       user_id: str | None, ip: str) -> PasskeySignIn:
-        data = _credential_dict(credential)
-        try:
-            parsed: AuthenticationCredential = parse_authentication_credential_json(data)
-        except _PARSE_ERRORS as exc:
-            raise InvalidPasskey(reason=f"assertion: {exc}") from None
+        parsed, challenge = parse_assertion(credential)
         if purpose == "login":
-            try:
-                challenge = _challenge_of(parsed.response.client_data_json)
-            except _PARSE_ERRORS:
-                raise InvalidPasskey(reason="clientDataJSON unreadable") from None
             await self._spend_login_challenge(challenge)
         else:
-            challenge, taken = await self._take(parsed.response.client_data_json, purpose,
-                                                binding)
+            taken = await self._take(challenge, purpose, binding)
             if taken.user_id != user_id:
                 raise InvalidPasskey(reason="a challenge for another user")
         key = await self.records.passkey_by_credential(b64url(parsed.raw_id))
