@@ -370,3 +370,14 @@ def test_passkey_routes_refuse_bad_input(server: Server) -> None:
     r = fresh.post("/auth/passkeys/mfa/options", json={"mfa_token": "x" * 43},
                    headers={"Origin": fresh.origin})
     assert r.status_code == 401
+
+
+def test_only_the_passkey_pages_allow_a_script_and_only_their_own(server: Server) -> None:
+    c = server.client()
+    login = c.get("/login").headers["content-security-policy"]
+    assert "script-src 'self'" in login and "connect-src 'self'" in login
+    assert "unsafe-inline" not in login and "default-src 'none'" in login
+    assert "script-src" not in c.get("/forgot-password").headers["content-security-policy"]
+    js = c.get("/static/passkeys.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "navigator.credentials" in js.text

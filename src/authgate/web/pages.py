@@ -52,14 +52,20 @@ from authgate.web.mfa_pages import (
 from authgate.web.parsing import read_form as read_form_fields
 from authgate.web.router import iso, set_device_cookie
 
+_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; connect-src 'self'; "
-                                "style-src 'self'; img-src 'self'; form-action 'self'; "
-                                "frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": _CSP,
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+#: The pages that load /static/passkeys.js (and only that: no inline script) get
+#: ``script-src 'self'; connect-src 'self'``; every other page still allows no script.
+SCRIPTED_PAGES = frozenset({"login.html", "login_mfa.html", "account.html"})
+SCRIPTED_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy":
+                    "default-src 'none'; script-src 'self'; connect-src 'self'; "
+                    + _CSP.removeprefix("default-src 'none'; ")}
 
 # The pre-login nonce is "<issued at>.<random>": valid for an hour, and reused by every view
 # of /login in its first half hour (so a form is never older than its nonce allows).
@@ -111,7 +117,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
 
     def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = _env.get_template(name).render(**ctx)
-        return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+        return HTMLResponse(html, status_code=status, headers=SCRIPTED_HEADERS
+                            if name in SCRIPTED_PAGES else PAGE_HEADERS)
 
     async def read_form(request: Request) -> dict[str, str] | None:
         """The form's fields; None for one that breaks the parser's rules (a field given
