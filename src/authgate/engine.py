@@ -136,7 +136,7 @@ class Engine:
         self.grants = Grants(settings, self.clock, self.records, self.hot, self.keys,
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
-                             extra_claims, self.factors)
+                             extra_claims, self.factors, self.passkeys)
         self.sealer = Sealer()
         self.mail_transport: Transport = (
             SmtpTransport(parse_smtp_url(settings.smtp_url.get_secret_value()))

@@ -381,3 +381,29 @@ def test_only_the_passkey_pages_allow_a_script_and_only_their_own(server: Server
     js = c.get("/static/passkeys.js")
     assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
     assert "navigator.credentials" in js.text
+
+
+def test_the_passkey_grant_gives_tokens_without_a_password(server: Server) -> None:
+    c, username, password = signed_in(server)
+    auth = SoftAuthenticator(server.url)
+    add_passkey(server, c, auth)
+    t = server.client()
+    assertion = json.dumps(auth.get(login_options(t)))
+    r = t.post("/auth/token", data={"grant_type": "urn:authgate:grant-type:passkey",
+                                    "passkey": assertion})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["refresh_token"]
+    claims = claims_of(server.signed_token(body["access_token"]))
+    assert claims["amr"] == ["hwk", "user", "mfa"]
+    me = t.get("/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.status_code == 200 and me.json()["username"] == username
+    # the same assertion again: OAuth's invalid_grant
+    r = t.post("/auth/token", data={"grant_type": "urn:authgate:grant-type:passkey",
+                                    "passkey": assertion})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    r = t.post("/auth/token", data={"grant_type": "urn:authgate:grant-type:passkey"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+    r = t.post("/auth/token", data={"grant_type": "password", "username": username,
+                                    "password": password, "passkey": assertion})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"

@@ -27,6 +27,7 @@ from authgate.tokens import AccessTokens
 
 if TYPE_CHECKING:
     from authgate.core.factors import Factors
+    from authgate.core.passkeys import Passkeys
 
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
 
@@ -48,6 +49,7 @@ class Grants:
     last_seen: Callable[[str], float | None]
     extra_claims: ExtraClaims | None = None
     factors: Factors | None = None
+    passkeys: Passkeys | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
@@ -76,6 +78,22 @@ class Grants:
         granted = " ".join(s for s in scope.split() if s in allowed)
         return await self._new_family(done.user, granted, ip, user_agent, done.amr,
                                       done.auth_time)
+
+    async def passkey_grant(self, credential: Any, scope: Any = None, *, ip: str = "",
+                            user_agent: str = "") -> TokenPair:
+        """``urn:authgate:grant-type:passkey``: a passwordless sign-in with a passkey
+        assertion over ``GET /auth/passkeys/login/options``' challenge (two factors: the
+        MFA_REQUIRED_ROLES scopes are granted)."""
+        if self.passkeys is None:
+            raise InvalidGrant()
+        from authgate.errors import InvalidPasskey
+
+        try:
+            done = await self.passkeys.login(credential, ip)
+        except InvalidPasskey as exc:
+            raise InvalidGrant("the passkey did not sign you in", reason=exc.reason) from None
+        granted = self._grant_scope(done.user, scope, True)
+        return await self._new_family(done.user, granted, ip, user_agent, f"{done.amr} mfa")
 
     async def _new_family(self, user: User, granted: str, ip: str, user_agent: str,
                           amr: str, auth_time: float = 0.0) -> TokenPair:

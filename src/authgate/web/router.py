@@ -111,8 +111,10 @@ LOGIN = _obj({**CREDENTIALS["properties"], "remember": {"type": "boolean"}},
 PASSWORD = _obj({"current_password": _STR, "new_password": _STR},
                 ["current_password", "new_password"])
 MFA_GRANT = "urn:authgate:grant-type:mfa"
+PASSKEY_GRANT = "urn:authgate:grant-type:passkey"
 TOKEN = _obj({"grant_type": {"type": "string",
-                             "enum": ["password", "refresh_token", MFA_GRANT]},
+                             "enum": ["password", "refresh_token", MFA_GRANT,
+                                      PASSKEY_GRANT]},
               "username": _STR, "password": _STR, "refresh_token": _STR, "scope": _STR,
               "mfa_token": _STR, "code": _STR, "passkey": _STR, "cookie": {"type": "boolean"}},
              ["grant_type"])
@@ -223,8 +225,10 @@ def build_router(engine: Engine) -> APIRouter:
                             "cookie", "client_id", "client_secret", "mfa_token", "code",
                             "passkey"})
         grant = data.get("grant_type")
-        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data or "passkey" in data):
-            raise InvalidRequest("mfa_token, code and passkey belong to the mfa grant only")
+        if grant != MFA_GRANT and ("mfa_token" in data or "code" in data):
+            raise InvalidRequest("mfa_token and code belong to the mfa grant only")
+        if grant not in (MFA_GRANT, PASSKEY_GRANT) and "passkey" in data:
+            raise InvalidRequest("passkey belongs to the mfa and passkey grants only")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):
             cookie = True
@@ -260,12 +264,18 @@ def build_router(engine: Engine) -> APIRouter:
             pair = await engine.grants.mfa_grant(
                 data["mfa_token"], data.get("code"), ip=ip,
                 user_agent=request.headers.get("user-agent", ""), passkey=data.get("passkey"))
+        elif grant == PASSKEY_GRANT:
+            if "passkey" not in data:
+                raise InvalidRequest("passkey is required")
+            pair = await engine.grants.passkey_grant(
+                data["passkey"], data.get("scope"), ip=ip,
+                user_agent=request.headers.get("user-agent", ""))
         elif grant is None:
             raise InvalidRequest("grant_type is required")
         else:
             raise UnsupportedGrantType()
         response = token_response(pair, cookie)
-        if grant in ("password", MFA_GRANT):
+        if grant in ("password", MFA_GRANT, PASSKEY_GRANT):
             set_device_cookie(response, engine, pair.claims["sub"])
         return response
 
