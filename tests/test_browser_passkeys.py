@@ -66,6 +66,7 @@ def test_register_then_sign_in_with_a_passkey_alone_and_as_second_factor(
     page.goto(f"{base}/login")
     expect(page.locator("#passkey-login")).to_be_visible()  # the script ran under the CSP
     assert page.get_attribute("#username", "autocomplete") == "username webauthn"
+    shot(page, tmp_path, "passkeys-login")
     page.fill("#username", username)
     page.fill("#password", password)
     page.click("form[action='/login'] button[type=submit]")
