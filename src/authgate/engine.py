@@ -21,6 +21,8 @@ from authgate.core.api_keys import ApiKeys
 from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
+from authgate.core.notices import FactorNotices
+from authgate.core.passkeys import Passkeys
 from authgate.core.revocation import Revocations
 from authgate.core.sessions import Sessions
 from authgate.core.signin import SignIn
@@ -122,17 +124,21 @@ class Engine:
                                        self.redis)
         self.signin = SignIn(self.records, self.throttle, self.hasher, self.events,
                              self.metrics, self.macs, settings.require_verified_email)
+        self.notices = FactorNotices(settings, self.clock, self.records)
+        self.passkeys = Passkeys(settings, self.clock, self.records, self.signin,
+                                 self.events, self.notices, self.macs)
         self.factors = Factors(settings, self.clock, self.records, self.signin,
-                               self.throttle, self.events, self.revocations)
+                               self.throttle, self.events, self.revocations,
+                               passkeys=self.passkeys, notices=self.notices)
         self.users = Users(settings, self.clock, self.records, self.hot, self.hasher,
                            self.events, self.revocations, self.signin)
         self.sessions = Sessions(settings, self.clock, self.records, self.hot, self.redis,
                                  self.users, self.signin, self.revocations, self.events,
-                                 self.metrics, self.factors)
+                                 self.metrics, self.factors, passkeys=self.passkeys)
         self.grants = Grants(settings, self.clock, self.records, self.hot, self.keys,
                              self.tokens, self.users, self.signin, self.revocations,
                              self.events, self.metrics, self.macs, self.sessions.last_seen,
-                             extra_claims, self.factors)
+                             extra_claims, self.factors, passkeys=self.passkeys)
         self.api_keys = ApiKeys(self.clock, self.records, self.hot, self.users,
                                 self.revocations, self.events, self.metrics,
                                 self.sessions.role_scopes)
@@ -145,6 +151,7 @@ class Engine:
         self.mailer = MailSender(self.db, self.mail_transport,
                                  Renderer(settings.mail_templates_dir), self.sealer,
                                  self.clock, settings.mail_from)
+        self.notices.wake = self.mailer.wake
         self.account = Account(settings, self.clock, self.records, self.users, self.signin,
                                self.revocations, self.events, self.sealer, self.mailer.wake)
         self.admin = Admin(settings, self.records, self.users, self.sessions, self.factors,

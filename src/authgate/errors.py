@@ -253,3 +253,22 @@ class TooManyApiKeys(AuthGateError):
 
     code = "too_many_api_keys"
     status = 409
+
+
+class InvalidPasskey(AuthGateError):
+    """The passkey response is invalid, expired or was already used."""
+
+    code = "invalid_passkey"
+
+
+class PasskeyRefused(InvalidPasskey):
+    """That passkey did not sign you in."""
+
+    status = 401
+
+
+class PasskeyLimit(AuthGateError):
+    """You have as many passkeys as an account may hold; delete one first."""
+
+    code = "passkey_limit"
+    status = 409

@@ -25,8 +25,9 @@ log = logging.getLogger("authgate")
 
 #: Every event authgate emits, by name, with what it means.
 CATALOGUE: dict[str, str] = {
-    "sign_in.succeeded": "a password sign-in succeeded (session or token grant)",
-    "sign_in.failed": "a sign-in failed (unknown user, wrong password or disabled user)",
+    "sign_in.succeeded": "a sign-in succeeded (password or passkey; session or token grant)",
+    "sign_in.failed": "a sign-in failed (unknown user, wrong password, disabled user, "
+                      "refused passkey)",
     "sign_in.throttled": "a sign-in was refused by the throttle",
     "sign_out": "a session or token family was ended by its holder (logout)",
     "sign_out.everywhere": "every session and token family of a user was ended",
@@ -43,6 +44,10 @@ CATALOGUE: dict[str, str] = {
     "mfa.failed": "a wrong second-factor code was sent for a pending sign-in",
     "mfa.recovery_code_used": "a recovery code was used (it works once)",
     "user.deleted": "a user was deleted with everything it held (by themselves or an admin)",
+    "passkey.added": "a passkey was registered",
+    "passkey.removed": "a passkey was deleted",
+    "passkey.counter_mismatch": "a passkey's signature counter did not move forward (a cloned "
+                                "authenticator?): the sign-in was refused",
     "email.verification_sent": "a verification mail was queued",
     "email.verified": "an email address was verified (its link was used)",
     "email.change_requested": "a change of address was asked for (confirmation mailed)",

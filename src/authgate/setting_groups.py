@@ -56,7 +56,10 @@ class ServerSettings(_Group):
     access_log: bool
     metrics_token: SecretStr | None
     metrics_address: str | None
+    webauthn_rp_id: str | None
+    webauthn_origins: tuple[str, ...]
     SOURCE: ClassVar[Mapping[str, str]] = {
+        "webauthn_rp_id": "webauthn_rp_id", "webauthn_origins": "webauthn_origins",
         "public_url": "public_url", "public_origin": "public_origin",
         "allowed_origins": "allowed_origins", "trusted_proxies": "trusted_proxies",
         "open_registration": "open_registration", "log_format": "log_format",

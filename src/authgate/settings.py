@@ -124,8 +124,13 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
     webhook_secret: SecretStr | None = None
     # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
     mfa_key: SecretStr | None = None
+    # Passkeys (WebAuthn): the RP ID and the origins assertions may come from; unset, both
+    # follow PUBLIC_URL (its host; its origin).
+    webauthn_rp_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
+    webauthn_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles",
+                     "webauthn_origins", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -159,7 +164,7 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
             raise ValueError("must be an absolute http(s) URL such as https://auth.example.com")
         return value.rstrip("/")
 
-    @field_validator("allowed_origins")
+    @field_validator("allowed_origins", "webauthn_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:

@@ -3,6 +3,7 @@ through the protocol's intent-named methods only."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from authgate.errors import UsernameTaken
 from authgate.models import SessionRecord, TokenFamily, User
 from authgate.store.db import Database
+from authgate.store.passkeys import Passkey, PasskeyChallenge
 from authgate.store.protocols import RecordStore
 from authgate.store.records import Records
 
@@ -152,3 +154,45 @@ async def test_user_search_pages_by_key_and_matches_name_or_address(
     assert [u.username for _, u in await records.search_users("_x", None, 10)] == [
         "dave_x"]
     assert await records.search_users("zzz", None, 10) == []
+def passkey(name: str, user_id: str, now: float, count: int = 0) -> Passkey:
+    return Passkey(id=f"p-{name}", user_id=user_id, credential_id=f"cred-{name}",
+                   public_key="pk", sign_count=count, transports=("internal",), name=name,
+                   aaguid="", backup_eligible=False, backed_up=False, created_at=now,
+                   last_used_at=None)
+
+
+async def test_passkeys_are_unique_owned_and_their_counter_moves_once(
+        record_db: Database) -> None:
+    records, now = await store(record_db, "u1", "u2"), time.time()
+    assert await records.add_passkey(passkey("a", "u1", now, count=3))
+    assert not await records.add_passkey(passkey("a", "u2", now))  # credential id taken
+    assert [k.id for k in await records.user_passkeys("u1")] == ["p-a"]
+    assert await records.user_passkeys("u2") == []
+    assert not await records.rename_passkey("u2", "p-a", "mine")  # not theirs
+    assert await records.delete_passkey("u2", "p-a") is None
+    # two uses that read the same counter: one moves it
+    done = await asyncio.gather(*(records.use_passkey("p-a", 3, 4, False, now)
+                                  for _ in range(4)))
+    assert sorted(done) == [False, False, False, True]
+    found = await records.passkey_by_credential("cred-a")
+    assert found is not None and found.sign_count == 4 and found.last_used_at == now
+    await records.delete_user("u1")  # by cascade
+    assert await records.passkey_by_credential("cred-a") is None
+
+
+async def test_a_passkey_challenge_is_taken_once_bound_and_unexpired(
+        record_db: Database) -> None:
+    records, now = await store(record_db, "u1"), time.time()
+    for name, expires in (("c1", now + 300), ("c2", now + 300), ("old", now - 1)):
+        await records.put_challenge(PasskeyChallenge(name, "mfa", "b", "u1", expires), now - 2)
+    taken = await asyncio.gather(*(records.take_challenge("c1", "mfa", "b", now)
+                                   for _ in range(4)))
+    assert [c.challenge_hash for c in taken if c is not None] == ["c1"]
+    # presented with the wrong binding: refused, and used up all the same
+    assert await records.take_challenge("c2", "mfa", "other", now) is None
+    assert await records.take_challenge("c2", "mfa", "b", now) is None
+    assert await records.take_challenge("old", "mfa", "b", now) is None
+    # a stateless challenge is recorded as spent once
+    spent = await asyncio.gather(*(records.spend_challenge("s1", now + 300, now)
+                                   for _ in range(4)))
+    assert sorted(spent) == [False, False, False, True]

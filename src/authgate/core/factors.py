@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pyotp
@@ -34,8 +34,10 @@ from authgate.errors import (
     InvalidCode,
     InvalidCredentials,
     InvalidMfaToken,
+    InvalidPasskey,
     InvalidRequest,
     MfaAlreadyActive,
+    MfaRequired,
     NotFound,
     Throttled,
     WrongCode,
@@ -47,6 +49,10 @@ from authgate.settings import Settings
 from authgate.store.factors import PendingSignIn
 from authgate.store.protocols import ThrottleStore
 from authgate.store.records import Records
+
+if TYPE_CHECKING:
+    from authgate.core.notices import FactorNotices
+    from authgate.core.passkeys import Passkeys
 
 log = logging.getLogger("authgate")
 
@@ -98,6 +104,8 @@ class Factors:
     throttle: ThrottleStore
     events: Events
     revocations: Revocations | None = None
+    passkeys: Passkeys | None = None  # a passkey as the second factor (set by the engine)
+    notices: FactorNotices | None = None  # mail notices of factor changes
     _aead: AESGCM | None = field(default=None, init=False)
     _mac_key: bytes = field(default=b"", init=False)
 
@@ -196,6 +204,8 @@ class Factors:
                 user.id, [self.recovery_hash(user.id, c) for c in codes], self.clock.now()):
             raise NotFound("no authenticator app is being enrolled")
         self.events.emit("mfa.enabled", user_id=user.id, ip=ip, method="totp")
+        if self.notices is not None:
+            await self.notices.factor_changed(user.id, "added", "totp")
         return codes
 
     async def remove(self, user: User, password: Any, code: Any, ip: str = "") -> None:
@@ -207,15 +217,19 @@ class Factors:
             raise WrongCode()
         await self.records.delete_factors(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, ip=ip, method="totp")
+        if self.notices is not None:
+            await self.notices.factor_changed(user.id, "removed", "totp")
 
     async def reset(self, user: User, *, actor: str | Actor = "operator") -> None:
         """An operator's (or admin's) removal (``authgate users mfa-reset``): the factors
         go, and every session and token of the user ends (whoever holds them may be who
         took the app)."""
         assert self.revocations is not None
-        await self.records.delete_factors(user.id)
+        had = await self.records.delete_factors(user.id)
         await self.revocations.everything_of(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, actor=actor, method="reset")
+        if had and self.notices is not None:
+            await self.notices.factor_changed(user.id, "removed", "totp", by_operator=True)
 
     # -- codes ------------------------------------------------------------------------------
 
@@ -281,21 +295,39 @@ class Factors:
             data=data, expires_at=now + MFA_TOKEN_TTL, failures=0), now)
         return token
 
-    async def finish(self, mfa_token: Any, code: Any, flow: str, ip: str = ""
-                     ) -> SecondFactor:
+    async def required(self, user: User, first_factor: str, **data: Any) -> MfaRequired:
+        """The ``mfa_required`` answer for ``user`` (a new pending sign-in), naming the
+        methods the user has: ``totp``, ``recovery_code`` and, with a passkey, ``passkey``."""
+        token = await self.start_pending(user, first_factor, **data)
+        methods: tuple[str, ...] = ("totp", "recovery_code")
+        if self.passkeys is not None and await self.records.count_passkeys(user.id):
+            methods += ("passkey",)
+        return MfaRequired(token, methods)
+
+    async def finish(self, mfa_token: Any, code: Any, flow: str, ip: str = "",
+                     passkey: Any = None) -> SecondFactor:
         """Check the second factor of a pending sign-in of ``flow`` (``session`` or
-        ``token``). Wrong codes count on the pending sign-in (it dies after
-        ``MFA_TOKEN_MAX_FAILURES``) and on the account's own throttle counter."""
+        ``token``): a ``code`` (TOTP or recovery) or a ``passkey`` assertion over the
+        challenge bound to this mfa_token. Wrong codes and refused assertions count on the
+        pending sign-in (it dies after ``MFA_TOKEN_MAX_FAILURES``); wrong codes also on the
+        account's own throttle counter (an assertion cannot be guessed)."""
         if not isinstance(mfa_token, str) or not 20 <= len(mfa_token) <= 128:
             raise InvalidMfaToken()
-        if not isinstance(code, str) or not code:
+        if passkey is not None and code is not None:
+            raise InvalidRequest("send a code or a passkey, not both")
+        if passkey is None and (not isinstance(code, str) or not code):
             raise InvalidRequest("code is required")
         key = digest(mfa_token)
         pending = await self.records.get_pending(key)
         now = self.clock.now()
         if pending is None or now >= pending.expires_at or pending.data.get("flow") != flow:
             raise InvalidMfaToken()
-        method = await self._throttled_check(pending.user_id, code, ip)
+        if passkey is not None:
+            if self.passkeys is None:
+                raise InvalidRequest("passkeys are not available")
+            method = await self.passkeys.second_factor(pending.user_id, key, passkey, ip)
+        else:
+            method = await self._throttled_check(pending.user_id, code, ip)
         if method is None:
             failures = await self.records.fail_pending(key, MFA_TOKEN_MAX_FAILURES)
             self.events.emit("mfa.failed", user_id=pending.user_id, ip=ip,
@@ -303,14 +335,17 @@ class Factors:
             if failures >= MFA_TOKEN_MAX_FAILURES:
                 raise InvalidMfaToken("too many wrong codes; sign in again",
                                       reason="mfa_token died of wrong codes")
+            if passkey is not None:
+                raise InvalidPasskey()
             raise InvalidCode()
         if not await self.records.take_pending(key):
             raise InvalidMfaToken()  # a parallel request finished it first
         user = await self.records.get_user(pending.user_id)
         if user is None or user.disabled:
             raise InvalidMfaToken()
+        second = "otp" if passkey is None else method  # "hwk user" / "swk user"
         return SecondFactor(user=user, data=pending.data,
-                            amr=f"{pending.first_factor} otp mfa", auth_time=now)
+                            amr=f"{pending.first_factor} {second} mfa", auth_time=now)
 
 
 def totp_now(secret: str, at: float | None = None) -> str:

@@ -15,7 +15,7 @@ from authgate.core.credentials import Macs, digest, new_id, new_secret
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
-from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken, MfaRequired
+from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken
 from authgate.events import Events
 from authgate.hotstate import HotState
 from authgate.keys import KeyRing
@@ -28,6 +28,7 @@ from authgate.tokens import AccessTokens
 if TYPE_CHECKING:
     from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
+    from authgate.core.passkeys import Passkeys
 
 ExtraClaims = Callable[[User], dict[str, Any] | Awaitable[dict[str, Any]]]
 
@@ -50,6 +51,7 @@ class Grants:
     extra_claims: ExtraClaims | None = None
     factors: Factors | None = None
     api_keys: ApiKeys | None = None
+    passkeys: Passkeys | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
@@ -57,19 +59,19 @@ class Grants:
                              device: str | None = None) -> TokenPair:
         user = await self.signin.check_password(username, password, ip, device=device)
         if self.factors is not None and await self.factors.active(user.id):
-            raise MfaRequired(await self.factors.start_pending(
-                user, "pwd", flow="token", scope=self._grant_scope(user, scope, True)))
+            raise await self.factors.required(user, "pwd", flow="token",
+                                              scope=self._grant_scope(user, scope, True))
         granted = self._grant_scope(user, scope, False)
         return await self._new_family(user, granted, ip, user_agent, "pwd")
 
     async def mfa_grant(self, mfa_token: Any, code: Any, *, ip: str = "",
-                        user_agent: str = "") -> TokenPair:
+                        user_agent: str = "", passkey: Any = None) -> TokenPair:
         """``urn:authgate:grant-type:mfa``: finish a password grant that answered
-        ``mfa_required`` with a TOTP or recovery code."""
+        ``mfa_required`` with a TOTP or recovery code, or a passkey assertion."""
         if self.factors is None:
             raise InvalidGrant()
         try:
-            done = await self.factors.finish(mfa_token, code, "token", ip)
+            done = await self.factors.finish(mfa_token, code, "token", ip, passkey=passkey)
         except InvalidMfaToken as exc:
             raise InvalidGrant(exc.detail, reason=exc.reason) from None
         scope = str(done.data.get("scope", ""))
@@ -78,6 +80,22 @@ class Grants:
         granted = " ".join(s for s in scope.split() if s in allowed)
         return await self._new_family(done.user, granted, ip, user_agent, done.amr,
                                       done.auth_time)
+
+    async def passkey_grant(self, credential: Any, scope: Any = None, *, ip: str = "",
+                            user_agent: str = "") -> TokenPair:
+        """``urn:authgate:grant-type:passkey``: a passwordless sign-in with a passkey
+        assertion over ``GET /auth/passkeys/login/options``' challenge (two factors: the
+        MFA_REQUIRED_ROLES scopes are granted)."""
+        if self.passkeys is None:
+            raise InvalidGrant()
+        from authgate.errors import InvalidPasskey
+
+        try:
+            done = await self.passkeys.login(credential, ip)
+        except InvalidPasskey as exc:
+            raise InvalidGrant("the passkey did not sign you in", reason=exc.reason) from None
+        granted = self._grant_scope(done.user, scope, True)
+        return await self._new_family(done.user, granted, ip, user_agent, f"{done.amr} mfa")
 
     async def _new_family(self, user: User, granted: str, ip: str, user_agent: str,
                           amr: str, auth_time: float = 0.0) -> TokenPair:

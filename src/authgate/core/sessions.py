@@ -14,7 +14,6 @@ from authgate.core.users import Users
 from authgate.errors import (
     InvalidCredentials,
     InvalidMfaToken,
-    MfaRequired,
     NotFound,
     WrongPassword,
 )
@@ -28,6 +27,7 @@ from authgate.store.records import Records
 if TYPE_CHECKING:
     from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
+    from authgate.core.passkeys import Passkeys
     from authgate.store.redis_backend import RedisBackend
 
 
@@ -49,6 +49,7 @@ class Sessions:
     metrics: Metrics
     factors: Factors | None = None
     api_keys: ApiKeys | None = None
+    passkeys: Passkeys | None = None
     _scopes: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = field(
         default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
@@ -69,19 +70,29 @@ class Sessions:
         factor gets :class:`MfaRequired` (with its ``mfa_token``) instead: no session."""
         user = await self.signin.check_password(username, password, ip, device=device)
         if self.factors is not None and await self.factors.active(user.id):
-            raise MfaRequired(await self.factors.start_pending(
-                user, "pwd", flow="session", remember=remember))
+            raise await self.factors.required(user, "pwd", flow="session", remember=remember)
         return await self._signed_in(user, remember, ip, user_agent, replacing, "pwd")
 
     async def login_mfa(self, mfa_token: Any, code: Any, *, ip: str = "",
-                        user_agent: str = "", replacing: str | None = None
-                        ) -> tuple[str, SessionRecord, User]:
-        """Finish a login that answered ``mfa_required`` with a TOTP or recovery code."""
+                        user_agent: str = "", replacing: str | None = None,
+                        passkey: Any = None) -> tuple[str, SessionRecord, User]:
+        """Finish a login that answered ``mfa_required`` with a TOTP or recovery code, or a
+        passkey assertion."""
         if self.factors is None:
             raise InvalidMfaToken()
-        done = await self.factors.finish(mfa_token, code, "session", ip)
+        done = await self.factors.finish(mfa_token, code, "session", ip, passkey=passkey)
         return await self._signed_in(done.user, bool(done.data.get("remember")), ip,
                                      user_agent, replacing, done.amr)
+
+    async def login_passkey(self, credential: Any, *, remember: bool = False, ip: str = "",
+                            user_agent: str = "", replacing: str | None = None
+                            ) -> tuple[str, SessionRecord, User]:
+        """A passwordless sign-in with a passkey (user verification: ``… user mfa``)."""
+        if self.passkeys is None:
+            raise InvalidMfaToken()
+        done = await self.passkeys.login(credential, ip)
+        return await self._signed_in(done.user, remember, ip, user_agent, replacing,
+                                     f"{done.amr} mfa")
 
     async def _signed_in(self, user: User, remember: bool, ip: str, user_agent: str,
                          replacing: str | None, amr: str

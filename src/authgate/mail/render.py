@@ -18,6 +18,7 @@ TEMPLATES = {
     "change": "confirm a new address (a link with a token)",
     "change_notice": "tell the old address that a change was asked for (no token)",
     "reset": "reset a forgotten password (a link with a token)",
+    "factor_notice": "a sign-in method (authenticator app, passkey) was added or removed",
     "test": "authgate mail test",
 }
 

@@ -4,7 +4,8 @@
   :class:`TokenStore`, :class:`KeyStore`, :class:`RevocationLog`, :class:`MailStore`) — SQL in
   :class:`authgate.store.records.Records` (SQLite or PostgreSQL);
 * second factors (:class:`FactorStore`) — :class:`authgate.store.factors.FactorRecords`,
-  part of ``Records``;
+  part of ``Records``; passkeys (:class:`PasskeyStore`) —
+  :class:`authgate.store.passkeys.PasskeyRecords`, part of ``Records``;
 * the session cache (:class:`SessionCache`) — Redis in
   :class:`authgate.store.redis_sessions.RedisSessions` (the in-process one is a
   :class:`authgate.hotstate.BoundedCache` in front of it);
@@ -31,6 +32,7 @@ from authgate.models import ApiKeyRecord, Revocation, SessionRecord, TokenFamily
 if TYPE_CHECKING:
     from authgate.store.factors import PendingSignIn, TotpFactor
     from authgate.store.mail import Mail, MailToken
+    from authgate.store.passkeys import Passkey, PasskeyChallenge
     from authgate.store.shared import LastSeen
 
 
@@ -209,8 +211,42 @@ class FactorStore(Protocol):
     async def take_pending(self, token_hash: str) -> bool: ...
 
 
+class PasskeyStore(Protocol):
+    """Passkeys (WebAuthn public keys and counters) and their single-use challenges (by
+    SHA-256)."""
+
+    async def add_passkey(self, key: Passkey) -> bool: ...
+
+    async def user_passkeys(self, user_id: str) -> list[Passkey]: ...
+
+    async def count_passkeys(self, user_id: str) -> int: ...
+
+    async def passkey_by_credential(self, credential_id: str) -> Passkey | None: ...
+
+    async def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> bool: ...
+
+    async def delete_passkey(self, user_id: str, passkey_id: str) -> Passkey | None: ...
+
+    async def use_passkey(self, passkey_id: str, old_count: int, new_count: int,
+                          backed_up: bool, now: float) -> bool:
+        """Atomically: the counter moves from ``old_count`` (else False: a parallel use)."""
+        ...
+
+    async def put_challenge(self, challenge: PasskeyChallenge, now: float) -> None: ...
+
+    async def spend_challenge(self, challenge_hash: str, expires_at: float, now: float
+                              ) -> bool:
+        """Atomically: record a challenge as used; False when it was used before."""
+        ...
+
+    async def take_challenge(self, challenge_hash: str, purpose: str, binding: str,
+                             now: float) -> PasskeyChallenge | None:
+        """Atomically use up an unexpired challenge of ``purpose`` bound to ``binding``."""
+        ...
+
+
 class RecordStore(UserStore, SessionStore, TokenStore, KeyStore, RevocationLog, FactorStore,
-                  MailStore, ApiKeyStore, Protocol):
+                  PasskeyStore, MailStore, ApiKeyStore, Protocol):
     """Every record area, plus the housekeeping that spans them."""
 
     async def purge(self, now: float, keep_log: float = 3600.0) -> dict[str, int]: ...

@@ -11,6 +11,7 @@ from authgate.store import schema as t
 from authgate.store.api_keys import ApiKeyRecords
 from authgate.store.factors import FactorRecords
 from authgate.store.mail import MailRecords
+from authgate.store.passkeys import PasskeyRecords
 from authgate.store.revlog import RevocationLogRecords
 from authgate.store.sessions import SessionRecords
 from authgate.store.shared import LastSeen
@@ -22,7 +23,7 @@ __all__ = ["LastSeen", "Records", "username_key"]
 
 
 class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationLogRecords,
-              FactorRecords, MailRecords, ApiKeyRecords):
+              FactorRecords, PasskeyRecords, MailRecords, ApiKeyRecords):
     """The engine's durable state: users, sessions, token families and refresh tokens, the
     ``jti`` denylist, signing keys and secrets, the revocation log, API keys; and their
     purge."""
@@ -42,6 +43,9 @@ class Records(UserRecords, SessionRecords, TokenRecords, KeyRecords, RevocationL
                 t.denied_jtis.c.expires_at <= now))).rowcount
             counts["mfa_pending"] = (await conn.execute(t.mfa_pending.delete().where(
                 t.mfa_pending.c.expires_at <= now))).rowcount
+            counts["passkey_challenges"] = (await conn.execute(
+                t.passkey_challenges.delete().where(
+                    t.passkey_challenges.c.expires_at <= now))).rowcount
             await conn.execute(t.revocations.delete().where(t.revocations.c.at < now - keep_log))
         counts["mail_tokens"] = await self.purge_mail_tokens(now)
         counts["api_keys"] = await self.purge_api_keys(now, keep_log)

@@ -194,6 +194,37 @@ mfa_pending = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
 )
 
+# Passkeys (WebAuthn credentials, v8): the public key and what the authenticator reported;
+# nothing here signs in anybody. sign_count is the last counter seen (clone detection).
+passkeys = sa.Table(
+    "passkeys", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),  # public id, in listings and URLs
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=False, index=True),
+    sa.Column("credential_id", sa.String(1400), nullable=False, unique=True),  # base64url
+    sa.Column("public_key", sa.Text, nullable=False),  # COSE key, base64url
+    sa.Column("sign_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("transports", sa.String(200), nullable=False, server_default="[]"),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("aaguid", sa.String(36), nullable=False, server_default=""),
+    sa.Column("backup_eligible", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("backed_up", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_used_at", sa.Float, nullable=True),
+)
+
+# WebAuthn challenges (v8): only their SHA-256, single use, 5 minutes, bound to what asked
+# for them (a session, a token family, an mfa_token; nothing for a passwordless login).
+passkey_challenges = sa.Table(
+    "passkey_challenges", metadata,
+    sa.Column("challenge_hash", sa.String(64), primary_key=True),
+    sa.Column("purpose", sa.String(16), nullable=False),  # register | login | mfa
+    sa.Column("binding", sa.String(64), nullable=False, server_default=""),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"),
+              nullable=True),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
+)
+
 # Single-use mail tokens (verification, address change, password reset), stored only as
 # SHA-256; ``email`` is the address the token proves (the new one for a change).
 mail_tokens = sa.Table(
@@ -329,7 +360,8 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE token_families ADD COLUMN amr VARCHAR(64) DEFAULT 'pwd' NOT NULL",
         "ALTER TABLE token_families ADD COLUMN auth_time FLOAT DEFAULT '0' NOT NULL"),
         needed=_lacks_amr),  # databases made before v7; v1 now creates the columns
-    # Number 8 is self-contained (a new table only): a merge may renumber it.
     Migration(8, "API keys (personal access tokens)", tables=(api_keys,)),
+    Migration(9, "passkeys (WebAuthn credentials) and their challenges",
+              tables=(passkeys, passkey_challenges)),
 ]
 LATEST = MIGRATIONS[-1].version

@@ -13,13 +13,20 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from authgate.engine import Engine
-from authgate.errors import AuthGateError, InvalidCode, MfaAlreadyActive, Throttled
+from authgate.errors import (
+    AuthGateError,
+    InsufficientUserAuthentication,
+    InvalidCode,
+    MfaAlreadyActive,
+    Throttled,
+)
 from authgate.models import Principal
 from authgate.web.errors import log_refusal
 from authgate.web.http import client_ip
 
 Render = Callable[..., Response]
 MFA_ACTIONS = ("mfa-enrol", "mfa-confirm", "mfa-remove")
+PASSKEY_ACTIONS = ("passkey-rename", "passkey-delete")
 
 
 def qr_svg(uri: str) -> Markup:
@@ -31,9 +38,33 @@ def qr_svg(uri: str) -> Markup:
 async def account_context(engine: Engine, principal: Principal,
                           events: list[dict[str, Any]]) -> dict[str, Any]:
     """What ``account.html`` shows about second factors."""
+    from authgate.web.passkey_routes import passkey_json
+
     state, left = await engine.factors.status(principal.user.id)
+    keys = await engine.passkeys.user_passkeys(principal.user.id)
     return {"mfa_state": state, "recovery_left": left,
-            "recovery_used": any(ev["type"] == "mfa.recovery_code_used" for ev in events)}
+            "recovery_used": any(ev["type"] == "mfa.recovery_code_used" for ev in events),
+            "passkeys": [passkey_json(k) for k in keys]}
+
+
+async def passkey_action(engine: Engine, request: Request, principal: Principal, action: str,
+                         form: dict[str, str], render: Render) -> Response:
+    """``POST /account/passkey-rename`` and ``/account/passkey-delete``: plain forms (no
+    JavaScript needed); the caller's session and CSRF token are checked. Deleting needs a
+    recent sign-in: an older one is sent to sign in again and come back."""
+    try:
+        if action == "passkey-rename":
+            await engine.passkeys.rename(principal, form.get("id", ""), form.get("name", ""))
+            return RedirectResponse("/account?done=passkey-renamed", status_code=303)
+        await engine.passkeys.delete(principal, form.get("id", ""),
+                                     client_ip(request, engine.settings))
+        return RedirectResponse("/account?done=passkey-removed", status_code=303)
+    except InsufficientUserAuthentication as exc:
+        log_refusal(exc)
+        return RedirectResponse("/login?reauth=1&next=%2Faccount", status_code=303)
+    except AuthGateError as exc:
+        log_refusal(exc)
+        return render("message.html", exc.status, title="Not changed", message=exc.detail)
 
 
 async def mfa_action(engine: Engine, request: Request, principal: Principal, action: str,

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authgate.engine import Engine
+from authgate.errors import BadRequest
 from authgate.web.authn import authenticate
 from authgate.web.http import (
     NO_STORE,
@@ -68,17 +69,19 @@ def add_mfa_routes(router: APIRouter, engine: Engine) -> None:
                                     client_ip(request, s))
         return Response(status_code=204, headers=NO_STORE)
 
-    @router.post("/auth/login/mfa", openapi_extra=_body({"mfa_token": _STR, "code": _STR},
-                                                        ["mfa_token", "code"]),
-                 summary="Finish a login that answered mfa_required")
+    @router.post("/auth/login/mfa", openapi_extra=_body(
+        {"mfa_token": _STR, "code": _STR, "passkey": {"type": "object"}}, ["mfa_token"]),
+                 summary="Finish a login that answered mfa_required (a code or a passkey)")
     async def login_mfa(request: Request) -> Response:
         check_origin(request, s)  # login CSRF, as /auth/login
         data = await read_params(request)
-        check_fields(data, {"mfa_token", "code"}, {"mfa_token", "code"})
+        check_fields(data, {"mfa_token", "code", "passkey"}, {"mfa_token"})
+        if ("code" in data) == ("passkey" in data):
+            raise BadRequest("send a code or a passkey")
         value, rec, user = await engine.sessions.login_mfa(
-            data["mfa_token"], data["code"], ip=client_ip(request, s),
+            data["mfa_token"], data.get("code"), ip=client_ip(request, s),
             user_agent=request.headers.get("user-agent", ""),
-            replacing=get_cookie(request, s.session_cookie))
+            replacing=get_cookie(request, s.session_cookie), passkey=data.get("passkey"))
         return signed_in_json(engine, value, rec, user)
 
 

@@ -45,17 +45,30 @@ from authgate.web.http import (
     set_cookie,
     set_session_cookie,
 )
-from authgate.web.mfa_pages import MFA_ACTIONS, account_context, mfa_action
+from authgate.web.mfa_pages import (
+    MFA_ACTIONS,
+    PASSKEY_ACTIONS,
+    account_context,
+    mfa_action,
+    passkey_action,
+)
 from authgate.web.parsing import read_form as read_form_fields
 from authgate.web.router import iso, set_device_cookie
 
+_CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'")
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; img-src 'self'; "
-                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "Content-Security-Policy": _CSP,
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
+#: The pages that load /static/passkeys.js (and only that: no inline script) get
+#: ``script-src 'self'; connect-src 'self'``; every other page still allows no script.
+SCRIPTED_PAGES = frozenset({"login.html", "login_mfa.html", "account.html"})
+SCRIPTED_HEADERS = {**PAGE_HEADERS, "Content-Security-Policy":
+                    "default-src 'none'; script-src 'self'; connect-src 'self'; "
+                    + _CSP.removeprefix("default-src 'none'; ")}
 
 # The pre-login nonce is "<issued at>.<random>": valid for an hour, and reused by every view
 # of /login in its first half hour (so a form is never older than its nonce allows).
@@ -77,7 +90,9 @@ EVENT_WORDS = {
     "user.disabled": "Account disabled", "user.enabled": "Account enabled",
     "user.roles_changed": "Roles changed", "mfa.enabled": "Authenticator app added",
     "mfa.disabled": "Authenticator app removed", "mfa.failed": "Wrong sign-in code",
-    "mfa.recovery_code_used": "Recovery code used",
+    "mfa.recovery_code_used": "Recovery code used", "passkey.added": "Passkey added",
+    "passkey.removed": "Passkey removed",
+    "passkey.counter_mismatch": "A passkey's counter went backwards (sign-in refused)",
     "email.verification_sent": "Verification mail sent", "email.verified": "Email address verified",
     "email.change_requested": "Address change requested", "email.changed": "Address changed",
     "password.reset_requested": "Password reset requested", "password.reset": "Password reset",
@@ -90,22 +105,24 @@ def safe_next(value: str | None) -> str:
     return local_path(value) or "/account"
 
 
-def sso_page_headers(cookie_domain: str, secure: bool) -> dict[str, str]:
+def sso_page_headers(cookie_domain: str, secure: bool,
+                     base: dict[str, str] = PAGE_HEADERS) -> dict[str, str]:
     """The pages' headers when a sign-in may lead to another host of ``COOKIE_DOMAIN``:
     Chromium applies ``form-action`` to the redirect that follows the login form's POST."""
     schemes = ("https",) if secure else ("https", "http")
     sources = " ".join(f"{scheme}://{host}:*" for scheme in schemes
                        for host in (cookie_domain, f"*.{cookie_domain}"))
-    csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+    csp = base["Content-Security-Policy"].replace(
         "form-action 'self'", f"form-action 'self' {sources}")
-    return {**PAGE_HEADERS, "Content-Security-Policy": csp}
+    return {**base, "Content-Security-Policy": csp}
 
 
 def build_pages(engine: Engine) -> list[BaseRoute]:
     s = engine.settings
     login_cookie = f"{s.cookie_prefix}authgate-login"
-    headers = (PAGE_HEADERS if s.cookie_domain is None
-               else sso_page_headers(s.cookie_domain, s.cookie_secure))
+    headers, scripted = ((PAGE_HEADERS, SCRIPTED_HEADERS) if s.cookie_domain is None else (
+        sso_page_headers(s.cookie_domain, s.cookie_secure),
+        sso_page_headers(s.cookie_domain, s.cookie_secure, SCRIPTED_HEADERS)))
     public_host = urlsplit(s.public_url).hostname or ""
 
     def next_of(value: str | None) -> str:
@@ -115,7 +132,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
 
     def render(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         html = _env.get_template(name).render(**ctx)
-        return HTMLResponse(html, status_code=status, headers=headers)
+        return HTMLResponse(html, status_code=status,
+                            headers=scripted if name in SCRIPTED_PAGES else headers)
 
     async def read_form(request: Request) -> dict[str, str] | None:
         """The form's fields; None for one that breaks the parser's rules (a field given
@@ -190,7 +208,7 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
                 replacing=get_cookie(request, s.session_cookie))
         except MfaRequired as exc:  # the second step: same nonce, the mfa_token
             return render("login_mfa.html", 200, mfa_token=exc.mfa_token,
-                          next=next_of(form.get("next")),
+                          next=next_of(form.get("next")), passkey="passkey" in exc.methods,
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
@@ -234,11 +252,13 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         except InvalidCode as exc:
             log_refusal(exc)
             return render("login_mfa.html", 401, mfa_token=token,
-                          error="That code is not right.", next=next_of(form.get("next")),
+                          passkey=form.get("passkey") == "1", error="That code is not right.",
+                          next=next_of(form.get("next")),
                           form_token=engine.macs.mac("login-form", nonce))
         except Throttled as exc:
             log_refusal(exc)
-            return render("login_mfa.html", 429, mfa_token=token, next=next_of(
+            return render("login_mfa.html", 429, mfa_token=token,
+                          passkey=form.get("passkey") == "1", next=next_of(
                 form.get("next")), form_token=engine.macs.mac("login-form", nonce),
                 error=f"Too many attempts. Try again in {exc.retry_after} seconds.")
         except AuthGateError as exc:
@@ -292,6 +312,8 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
             return await mfa_action(engine, request, principal, action, form, render)
         if action in API_KEY_ACTIONS:
             return await api_key_action(engine, request, principal, form, render)
+        if action in PASSKEY_ACTIONS:
+            return await passkey_action(engine, request, principal, action, form, render)
         if action == "logout":
             await engine.sessions.logout(principal)
             return _logged_out(s)
@@ -318,6 +340,14 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         return Response(css, media_type="text/css",
                         headers={"Cache-Control": "public, max-age=3600"})
 
+    async def script(request: Request) -> Response:
+        from importlib.resources import files
+
+        js = files("authgate").joinpath("static/passkeys.js").read_bytes()
+        return Response(js, media_type="text/javascript",
+                        headers={"Cache-Control": "public, max-age=3600",
+                                 "X-Content-Type-Options": "nosniff"})
+
     from authgate.web.account_pages import account_pages
 
     return [
@@ -327,4 +357,5 @@ def build_pages(engine: Engine) -> list[BaseRoute]:
         Route("/account", account, methods=["GET"]),
         Route("/account/{action}", account_action, methods=["POST"]),
         Route("/static/authgate.css", stylesheet, methods=["GET"]),
+        Route("/static/passkeys.js", script, methods=["GET"]),
     ]

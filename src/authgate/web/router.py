@@ -44,6 +44,7 @@ from authgate.web.http import (
 )
 from authgate.web.mfa_routes import add_mfa_routes
 from authgate.web.parsing import check_fields, read_params
+from authgate.web.passkey_routes import add_passkey_routes
 from authgate.web.sso import unauthenticated
 
 
@@ -128,10 +129,12 @@ LOGIN = _obj({**CREDENTIALS["properties"], "remember": {"type": "boolean"}},
 PASSWORD = _obj({"current_password": _STR, "new_password": _STR},
                 ["current_password", "new_password"])
 MFA_GRANT = "urn:authgate:grant-type:mfa"
+PASSKEY_GRANT = "urn:authgate:grant-type:passkey"
 TOKEN = _obj({"grant_type": {"type": "string",
-                             "enum": ["password", "refresh_token", MFA_GRANT]},
+                             "enum": ["password", "refresh_token", MFA_GRANT,
+                                      PASSKEY_GRANT]},
               "username": _STR, "password": _STR, "refresh_token": _STR, "scope": _STR,
-              "mfa_token": _STR, "code": _STR, "cookie": {"type": "boolean"}},
+              "mfa_token": _STR, "code": _STR, "passkey": _STR, "cookie": {"type": "boolean"}},
              ["grant_type"])
 REVOKE = _obj({"token": _STR, "token_type_hint": _STR}, ["token"])
 
@@ -241,10 +244,13 @@ def build_router(engine: Engine) -> APIRouter:
         # client_id/client_secret: sent by OAuth tools such as Swagger UI; authgate's
         # clients are public (RFC 6749 §2.1), so they are accepted and not used.
         check_fields(data, {"grant_type", "username", "password", "refresh_token", "scope",
-                            "cookie", "client_id", "client_secret", "mfa_token", "code"})
+                            "cookie", "client_id", "client_secret", "mfa_token", "code",
+                            "passkey"})
         grant = data.get("grant_type")
         if grant != MFA_GRANT and ("mfa_token" in data or "code" in data):
             raise InvalidRequest("mfa_token and code belong to the mfa grant only")
+        if grant not in (MFA_GRANT, PASSKEY_GRANT) and "passkey" in data:
+            raise InvalidRequest("passkey belongs to the mfa and passkey grants only")
         cookie = data.get("cookie", False)
         if cookie in ("1", "true"):
             cookie = True
@@ -275,17 +281,23 @@ def build_router(engine: Engine) -> APIRouter:
             else:
                 pair = await engine.grants.refresh_grant(refresh, ip=ip)
         elif grant == MFA_GRANT:
-            if "mfa_token" not in data or "code" not in data:
-                raise InvalidRequest("mfa_token and code are required")
+            if "mfa_token" not in data or ("code" in data) == ("passkey" in data):
+                raise InvalidRequest("mfa_token and a code or a passkey are required")
             pair = await engine.grants.mfa_grant(
-                data["mfa_token"], data["code"], ip=ip,
+                data["mfa_token"], data.get("code"), ip=ip,
+                user_agent=request.headers.get("user-agent", ""), passkey=data.get("passkey"))
+        elif grant == PASSKEY_GRANT:
+            if "passkey" not in data:
+                raise InvalidRequest("passkey is required")
+            pair = await engine.grants.passkey_grant(
+                data["passkey"], data.get("scope"), ip=ip,
                 user_agent=request.headers.get("user-agent", ""))
         elif grant is None:
             raise InvalidRequest("grant_type is required")
         else:
             raise UnsupportedGrantType()
         response = token_response(pair, cookie)
-        if grant in ("password", MFA_GRANT):
+        if grant in ("password", MFA_GRANT, PASSKEY_GRANT):
             set_device_cookie(response, engine, pair.claims["sub"])
         return response
 
@@ -318,6 +330,7 @@ def build_router(engine: Engine) -> APIRouter:
     router.add_api_route("/.well-known/jwks.json", hot["/.well-known/jwks.json"],
                          methods=["GET"], summary="Public signing keys (JWKS)")
     add_mfa_routes(router, engine)
+    add_passkey_routes(router, engine)
 
     from authgate.web.api_key_routes import add_api_key_routes
 
