@@ -155,7 +155,7 @@ class Engine:
         self.account = Account(settings, self.clock, self.records, self.users, self.signin,
                                self.revocations, self.events, self.sealer, self.mailer.wake)
         self.admin = Admin(settings, self.records, self.users, self.sessions, self.factors,
-                           self.account, self.audit)
+                           self.account, self.audit, self.api_keys)
         self._mail_pending = 0
         self._started = False
         self._tasks: list[asyncio.Task[None]] = []

@@ -31,6 +31,7 @@ OPERATIONS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/admin/users/{uid}", None),
     ("POST", "/admin/users/{uid}/password", {"password": "never set by this caller"}),
     ("POST", "/admin/users/{uid}/mfa-reset", None),
+    ("POST", "/admin/users/{uid}/api-keys", {"name": "never made"}),
     ("GET", "/admin/users/{uid}/sessions", None),
     ("DELETE", "/admin/users/{uid}/sessions", None),
     ("DELETE", "/admin/users/{uid}/sessions/{sid}", None),
@@ -399,3 +400,38 @@ def test_odd_entry_ids_are_not_found(server: Server, admin: AuthClient) -> None:
         assert_error(admin.unsafe("DELETE", f"/admin/users/{uid}/sessions/{odd}"), 404)
         assert_error(c.unsafe("DELETE", f"/auth/sessions/{odd}"), 404)
     assert c.get("/auth/me").status_code == 200
+
+
+def test_an_admin_makes_an_api_key_for_a_user(server: Server, admin: AuthClient) -> None:
+    """Made for the user (their identity, at most their scopes), shown once, listed in the
+    user's one list; revoke-all ends it; an API key, even an admin's, cannot make one."""
+    name, pw = server.new_user("keyed", roles=("reports",))
+    c = server.client()
+    assert c.login(name, pw).status_code == 200
+    uid = c.get("/auth/me").json()["id"]
+    too_wide = admin.unsafe("POST", f"/admin/users/{uid}/api-keys",
+                            json={"name": "wide", "scopes": ["authgate:admin"]})
+    assert_error(too_wide, 403, "insufficient_scope")
+    r = admin.unsafe("POST", f"/admin/users/{uid}/api-keys",
+                     json={"name": "ci for keyed", "expires_in": 3600})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    assert made["key"].startswith("ag_") and made["scopes"] == ["reports"]
+    key = {"Authorization": f"Bearer {made['key']}"}
+    with httpx.Client(base_url=server.url, timeout=30) as m:
+        seen = m.get("/auth/me", headers=key).json()
+        assert seen["id"] == uid and seen["auth"] == "api_key"
+        entry = next(e for e in admin.get(f"/admin/users/{uid}/sessions").json()
+                     if e["kind"] == "api_key")
+        assert entry["id"] == made["id"] and made["key"] not in str(entry)
+        audited(admin, uid, "api_key.created")
+        # An admin's own API key holds the admin scope but cannot make keys.
+        admin_key = admin.unsafe("POST", "/auth/api-keys", json={"name": "admin script"})
+        assert admin_key.status_code == 201, admin_key.text
+        by_key = m.post(f"/admin/users/{uid}/api-keys", json={"name": "x"},
+                        headers={"Authorization": f"Bearer {admin_key.json()['key']}"})
+        assert_error(by_key, 403, "interactive_sign_in_required")
+        assert admin.unsafe("DELETE", f"/admin/users/{uid}/sessions").status_code == 204
+        assert eventually(lambda: m.get("/auth/me", headers=key).status_code == 401,
+                          within=1.0)
+    assert admin.get(f"/admin/users/{uid}/sessions").json() == []

@@ -40,7 +40,7 @@ def admin_operations(server: Server) -> list[Any]:
 def test_fuzz_admin_operations(server: Server, admin_token: str,
                                mode: GenerationMode) -> None:
     operations = admin_operations(server)
-    assert len(operations) == 11, [op.label for op in operations]
+    assert len(operations) == 12, [op.label for op in operations]
 
     def fuzz(operation: Any) -> None:
         @given(case=operation.as_strategy(generation_mode=mode))

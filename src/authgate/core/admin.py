@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from authgate.core.account import Account, clean_email
+from authgate.core.api_keys import ApiKeys
 from authgate.core.factors import Factors
 from authgate.core.sessions import ENTRY_ID_CHARS, Sessions
 from authgate.core.users import Users, clean_roles, decode_cursor, encode_cursor, page_limit
 from authgate.errors import InsufficientScope, InvalidRequest, NotFound, SelfLockout
 from authgate.events import Actor, AuthEvent
-from authgate.models import Principal, SignInEntry, User
+from authgate.models import ApiKeyRecord, Principal, SignInEntry, User
 from authgate.settings import Settings
 from authgate.store.audit import AuditRecords
 from authgate.store.records import Records
@@ -49,6 +50,7 @@ class Admin:
     factors: Factors
     account: Account
     audit: AuditRecords
+    api_keys: ApiKeys
 
     @staticmethod
     def check(principal: Principal) -> None:
@@ -127,6 +129,15 @@ class Admin:
         """As ``users mfa-reset``: the second factors go and every sign-in ends."""
         await self.factors.reset(user, actor=actor)
 
+    async def create_api_key(self, principal: Principal, actor: Actor, user: User,
+                             name: Any, scopes: Any = None, expires_in: Any = None
+                             ) -> tuple[str, ApiKeyRecord]:
+        """A key for ``user`` (scopes at most what the user's roles grant), made by an admin
+        who signed in: an API key, even an admin's, cannot make keys."""
+        self.api_keys.require_interactive(principal)
+        return await self.api_keys.create(user, name, scopes, expires_in, actor=actor,
+                                          ip=actor.ip, user_agent=actor.user_agent)
+
     async def sign_ins(self, principal: Principal, user: User) -> list[SignInEntry]:
         """The user's one list (the admin's own entry is ``current`` in their own)."""
         return await self.sessions.sign_ins(principal if principal.user.id == user.id
@@ -134,8 +145,9 @@ class Admin:
 
     async def revoke(self, actor: Actor, user: User, entry_id: str | None = None) -> None:
         """End one entry of the user's list (:class:`NotFound` if not theirs), or all."""
-        if entry_id is None:
+        if entry_id is None:  # everything in the list: the API keys too
             await self.sessions.logout_everywhere(user, actor=actor)
+            await self.api_keys.revoke_all(user.id, actor=actor)
         else:
             await self.sessions.revoke_sign_in(user, entry_id, actor=actor)
 

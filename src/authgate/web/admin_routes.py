@@ -25,6 +25,7 @@ from authgate.engine import Engine
 from authgate.errors import BadRequest
 from authgate.events import Actor, AuthEvent
 from authgate.models import Principal, User
+from authgate.web.api_key_routes import api_key_json
 from authgate.web.authn import authenticate
 from authgate.web.http import NO_STORE, JSONResponse, clear_cookie, client_ip
 from authgate.web.parsing import read_params
@@ -58,6 +59,15 @@ class SetPassword(_Body):
     """``POST /admin/users/{id}/password``: every sign-in of the user ends."""
 
     password: str = Field(json_schema_extra={"format": "password"})
+
+
+class CreateApiKey(_Body):
+    """``POST /admin/users/{id}/api-keys``: as ``POST /auth/api-keys``, for the user (scopes:
+    at most what their roles grant; omitted: all of them)."""
+
+    name: str = Field(min_length=1, max_length=100)
+    scopes: list[str] | None = None
+    expires_in: int | None = Field(default=None, ge=1)
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -171,6 +181,17 @@ def build_admin_router(engine: Engine) -> APIRouter:
         await admin.mfa_reset(actor, await admin.user(user_id))
         return done()
 
+    @router.post("/admin/users/{user_id}/api-keys", status_code=201,
+                 openapi_extra=_schema(CreateApiKey),
+                 summary="Create an API key for a user (shown once, in this response only)")
+    async def create_api_key(request: Request, user_id: str) -> Response:
+        principal, actor = await caller(request)
+        body = await _read(request, CreateApiKey)
+        key, rec = await admin.create_api_key(principal, actor, await admin.user(user_id),
+                                              body.name, body.scopes, body.expires_in)
+        return JSONResponse({**api_key_json(rec), "key": key}, status_code=201,
+                            headers=NO_STORE)
+
     @router.get("/admin/users/{user_id}/sessions",
                 summary="A user's sessions and token families (one list)")
     async def sessions(request: Request, user_id: str) -> Response:
@@ -210,7 +231,7 @@ def build_admin_router(engine: Engine) -> APIRouter:
     return router
 
 
-_SUBS = frozenset({"sessions", "audit", "password", "mfa-reset"})
+_SUBS = frozenset({"sessions", "audit", "password", "mfa-reset", "api-keys"})
 
 
 def admin_route_label(path: str) -> str:
@@ -229,5 +250,5 @@ def admin_route_label(path: str) -> str:
     return f"/admin/users/{{id}}/{parts[3]}"
 
 
-__all__ = ["CreateUser", "SetPassword", "UpdateUser", "admin_route_label",
+__all__ = ["CreateApiKey", "CreateUser", "SetPassword", "UpdateUser", "admin_route_label",
            "build_admin_router"]
