@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
@@ -16,16 +15,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from playwright.sync_api import Browser
 
-from tests.conftest import ROOT, Server, free_port, in_ci
+from tests.conftest import Server
 from tests.library.test_nginx import _wait
 from tests.library.test_nginx_sso import (
     DOMAIN,
     TIMEOUT_MS,
     Stack,
-    _certificate,
     _sign_in,
     _wait_tls,
     browser,
+    sso_parts,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.subprocess]  # Caddy, Chromium, real servers
@@ -36,24 +35,10 @@ __all__ = ["browser"]  # the fixture, shared with the nginx module
 
 @contextlib.contextmanager
 def caddy_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Stack]:
-    if not os.path.exists(CADDY):
-        if in_ci():
-            pytest.fail("caddy is not installed (scripts/install-tools.sh)")
-        pytest.skip("caddy is not installed")
-    port, app_port = free_port(), free_port()
-    auth = make_server(
-        public_url=f"https://auth.{DOMAIN}:{port}", cookie_domain=DOMAIN,
-        trusted_proxies="127.0.0.1",
-        allowed_origins=f"https://app.{DOMAIN}:{port},https://admin.{DOMAIN}:{port}")
-    cert, key = _certificate(tmp_path)
-    backend = subprocess.Popen([sys.executable, str(ROOT / "examples/nginx/backend.py"),
-                                str(app_port)])
-    conf = (ROOT / "examples/sso/Caddyfile.template").read_text()
-    for placeholder, value in {"@PREFIX@": str(tmp_path), "@PORT@": str(port),
-                               "@DOMAIN@": DOMAIN, "@AUTHGATE@": f"127.0.0.1:{auth.port}",
-                               "@APP@": f"127.0.0.1:{app_port}", "@CERT@": str(cert),
-                               "@KEY@": str(key)}.items():
-        conf = conf.replace(placeholder, value)
+    parts = sso_parts(make_server, tmp_path, CADDY, "caddy", "Caddyfile.template",
+                      ("@PORT@", "{}"))
+    port, app_port, auth, backend, conf = (parts.port, parts.app_port, parts.auth,
+                                           parts.backend, parts.conf)
     (tmp_path / "Caddyfile").write_text(conf)
     env = {**os.environ, "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"),
            "XDG_CONFIG_HOME": str(tmp_path / "config")}

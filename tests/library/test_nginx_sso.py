@@ -81,12 +81,26 @@ class Stack:
                          extensions={"sni_hostname": f"{sub}.{DOMAIN}"})
 
 
-@contextlib.contextmanager
-def sso_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Stack]:
-    if not os.path.exists(NGINX):
+@dataclass
+class Parts:
+    """What a proxy in front of authgate needs: ports, the auth server, the demo backend and
+    the proxy's rendered configuration."""
+
+    port: int
+    app_port: int
+    auth: Server
+    backend: subprocess.Popen[bytes]
+    conf: str
+
+
+def sso_parts(make_server: Callable[..., Server], tmp_path: Path, tool: str, name: str,
+              template: str, listen: tuple[str, str]) -> Parts:
+    """Start the auth server (COOKIE_DOMAIN) and the backend, render ``template``
+    (``listen``: the placeholder and format of the proxy's listen address)."""
+    if not os.path.exists(tool):
         if in_ci():
-            pytest.fail("nginx is not installed (scripts/install-tools.sh)")
-        pytest.skip("nginx is not installed")
+            pytest.fail(f"{name} is not installed (scripts/install-tools.sh)")
+        pytest.skip(f"{name} is not installed")
     port, app_port = free_port(), free_port()
     auth = make_server(
         public_url=f"https://auth.{DOMAIN}:{port}", cookie_domain=DOMAIN,
@@ -95,12 +109,21 @@ def sso_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[St
     cert, key = _certificate(tmp_path)
     backend = subprocess.Popen([sys.executable, str(ROOT / "examples/nginx/backend.py"),
                                 str(app_port)])
-    conf = (ROOT / "examples/sso/nginx.conf.template").read_text()
-    for placeholder, value in {"@PREFIX@": str(tmp_path), "@LISTEN@": f"127.0.0.1:{port}",
+    conf = (ROOT / "examples/sso" / template).read_text()
+    for placeholder, value in {"@PREFIX@": str(tmp_path), listen[0]: listen[1].format(port),
                                "@DOMAIN@": DOMAIN, "@AUTHGATE@": f"127.0.0.1:{auth.port}",
                                "@APP@": f"127.0.0.1:{app_port}", "@CERT@": str(cert),
                                "@KEY@": str(key)}.items():
         conf = conf.replace(placeholder, value)
+    return Parts(port, app_port, auth, backend, conf)
+
+
+@contextlib.contextmanager
+def sso_stack(make_server: Callable[..., Server], tmp_path: Path) -> Iterator[Stack]:
+    parts = sso_parts(make_server, tmp_path, NGINX, "nginx", "nginx.conf.template",
+                      ("@LISTEN@", "127.0.0.1:{}"))
+    port, app_port, auth, backend, conf = (parts.port, parts.app_port, parts.auth,
+                                           parts.backend, parts.conf)
     (tmp_path / "nginx.conf").write_text(conf)
     nginx = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                              stderr=subprocess.DEVNULL)
