@@ -416,6 +416,15 @@ def authgate_token(base: str, username: str = "alice", password: str = PASSWORD)
     return str(json.loads(body)["access_token"])
 
 
+def authgate_api_key(base: str, token: str) -> str:
+    """A new API key (``ag_…``, all of the user's scopes), made with an access token."""
+    status, _, body = post_json(f"{base}/auth/api-keys", {"name": "bench"},
+                                {"Authorization": f"Bearer {token}"})
+    if status != 201:
+        raise BenchError(f"POST /auth/api-keys answered {status}: {body[:200]!r}")
+    return str(json.loads(body)["key"])
+
+
 def metrics(base: str) -> dict[str, float]:
     """``/metrics`` as ``{"name{labels}": value}``."""
     status, _, body = request("GET", f"{base}/metrics")

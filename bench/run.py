@@ -52,13 +52,15 @@ from typing import Any
 import benchlib as bl
 from benchlib import BenchError, Server, WrkResult
 
-ENDPOINTS = ["bare", "unauth", "session", "bearer", "any", "scoped", "before-session",
+ENDPOINTS = ["bare", "unauth", "session", "bearer", "apikey", "any", "scoped", "before-session",
              "before-bearer", "before-scoped", "login"]
 ENDPOINT_LABEL = {
     "bare": "bare: peers `GET /public`, authgate `GET /healthz` (computed JSON, no I/O)",
     "unauth": "unauthenticated, no DB: authgate `GET /.well-known/jwks.json`",
     "session": "session: peers `GET /home`, authgate `GET /auth/me` + cookie",
     "bearer": "bearer EdDSA: peers `GET /dashboard-eddsa`, authgate `GET /auth/me` + Bearer",
+    "apikey": "API key: authgate `GET /auth/me` (embedded: `Depends(gate.token_user)`) + "
+              "`Authorization: Bearer ag_…`",
     "any": "embedded FastAPI only: `Depends(gate.any_user)` + cookie",
     "scoped": "embedded FastAPI only: `Depends(gate.user(scopes=[\"reports:read\"]))` + Bearer",
     "before-session": "embedded FastAPI only: the dependency shape before issue 15 (a "
@@ -69,7 +71,7 @@ ENDPOINT_LABEL = {
                      "`via=\"any\"`, had a third)",
     "login": "login: `POST /login` / `POST /auth/login` JSON, 4 connections",
 }
-PROTECTED = {"session", "bearer", "any", "scoped", "before-session", "before-bearer",
+PROTECTED = {"session", "bearer", "apikey", "any", "scoped", "before-session", "before-bearer",
              "before-scoped"}
 
 
@@ -221,6 +223,8 @@ class Authgate(Stack):
             "unauth": Cell("/.well-known/jwks.json"),
             "session": Cell("/auth/me", {"Cookie": f"__Host-authgate={cookie}"}),
             "bearer": Cell("/auth/me", {"Authorization": f"Bearer {token}"}),
+            "apikey": Cell("/auth/me", {"Authorization":
+                                        f"Bearer {bl.authgate_api_key(server.url, token)}"}),
             "login": Cell("/auth/login", script=self.login_script(), connections=4),
         }
 
@@ -274,6 +278,8 @@ class EmbeddedFastapi(Embedded):
             "bare": Cell("/open"),
             "session": Cell("/session", {"Cookie": cookie}),
             "bearer": Cell("/bearer", {"Authorization": f"Bearer {token}"}),
+            "apikey": Cell("/bearer", {"Authorization":
+                                       f"Bearer {bl.authgate_api_key(server.url, token)}"}),
             "any": Cell("/any", {"Cookie": cookie}),
             "scoped": Cell("/scoped", {"Authorization": f"Bearer {token}"}),
             **({} if self.smoke else {
@@ -632,6 +638,13 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
         out.append((f"{key} {endpoint} ≥ {need}× {base_key} `/open`",
                     f"{got:.2f}× ({got_rps:,.0f} vs {floor:,.0f})",
                     "PASS" if got >= need else "FAIL"))
+    for key in ("authgate", "fastapi-embed"):  # a new credential costs what a session does
+        if key in keys:
+            got_rps, session = med(run, key, "apikey"), med(run, key, "session")
+            got = got_rps / session if session else float("nan")
+            out.append((f"{key} API key ≥ 0.95× the session route",
+                        f"{got:.2f}× ({got_rps:,.0f} vs {session:,.0f})",
+                        "PASS" if got >= 0.95 else "FAIL"))
     if run.storm:
         storm = bl.median(s["me"]["p99_ms"] for s in run.storm)
         out.append(("`GET /auth/me` p99 < 50 ms during a login storm", f"{storm:.1f} ms",
@@ -653,7 +666,7 @@ def auth_cost(run: Run, keys: list[str]) -> list[str]:
         base = med(run, base_key, "bare")
         label = f"{_path_of(base_key, 'bare')}" + (" (no middleware)" if key in floor_of
                                                    else "")
-        for endpoint in ("session", "bearer", "any", "scoped", "before-session",
+        for endpoint in ("session", "bearer", "apikey", "any", "scoped", "before-session",
                          "before-bearer", "before-scoped"):
             got = med(run, key, endpoint)
             if got != got:
@@ -782,10 +795,12 @@ def fmt(value: float) -> str:
 
 def _path_of(stack: str, endpoint: str) -> str:
     if stack in ("fastapi-embed", "starlette-embed", "starlette-mw"):
+        if endpoint == "apikey":
+            return "/bearer"
         return "/open" if endpoint == "bare" else "/" + endpoint.replace("-", "/")
     if stack == "authgate":
         return {"bare": "/healthz", "unauth": "/.well-known/jwks.json", "session": "/auth/me",
-                "bearer": "/auth/me", "login": "POST /auth/login"}[endpoint]
+                "bearer": "/auth/me", "apikey": "/auth/me", "login": "POST /auth/login"}[endpoint]
     return {"bare": "/public", "session": "/home", "bearer": "/dashboard-eddsa",
             "login": "POST /login"}[endpoint]
 
