@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,7 +21,7 @@ from authgate.clock import Clock
 from authgate.engine import Engine
 from authgate.errors import AuthGateError, BadRequest, NotAuthenticated, NotFound, PayloadTooLarge
 from authgate.gate import AuthGate
-from authgate.logs import new_request_id, request_id
+from authgate.logs import fresh_request_id, new_request_id, request_id
 from authgate.metrics import CONTENT_TYPE, Metrics
 from authgate.settings import Settings
 from authgate.web.admin_routes import admin_route_label
@@ -82,7 +81,7 @@ class Hardening:
                     refused = PayloadTooLarge()
         if header_bytes > MAX_HEADERS:
             refused = HeadersTooLarge()
-        rid = new_request_id(offered) if offered else os.urandom(8).hex()
+        rid = new_request_id(offered) if offered else fresh_request_id()
         # what the boundary outside answers carries the id too (a refusal here, a crash)
         scope[REQUEST_ID_KEY] = rid
         if refused is not None:
