@@ -51,12 +51,11 @@ def cpu_us_per_request(server: Server, path: str, headers: dict[str, str],
 
 
 def measure(rev: str, scratch: Path, rounds: int, duration: float) -> dict[str, list[float]]:
-    tree = scratch / f"tree-{rev}"
+    tree = Path(tempfile.mkdtemp(prefix=f"tree-{rev}-", dir=scratch)) / "src-tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
                    check=True, capture_output=True)
     try:
-        work = scratch / f"work-{rev}"
-        work.mkdir()
+        work = Path(tempfile.mkdtemp(prefix=f"work-{rev}-", dir=scratch))
         env = bl.clean_env(AUTHGATE_DATABASE_URL=f"sqlite:///{work}/bench.db",
                            AUTHGATE_ACCESS_LOG="false")
         cli = [str(bl.VENV_PY), "-c", RUNNER, str(tree / "src")]
