@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import sys
@@ -35,11 +36,17 @@ def new_request_id(offered: str | None = None) -> str:
     return fresh_request_id()
 
 
+# Request ids: an id, not a secret, so an in-process generator spares every request a
+# ``getrandom`` system call. A private one: the global ``random`` is the app's (a
+# ``random.seed(0)`` there, or a test framework's, must not make ids repeat); reseeded in a
+# forked child so workers never share a sequence.
+_ids = random.Random()  # noqa: S311 (an id, not a secret: see above)
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def fresh_request_id() -> str:
-    """16 hex digits, 64 random bits. An id, not a secret: the in-process generator
-    (``random`` reseeds itself in a forked child) spares every request a ``getrandom``
-    system call."""
-    return f"{random.getrandbits(64):016x}"
+    """16 hex digits, 64 random bits."""
+    return f"{_ids.getrandbits(64):016x}"
 
 
 class RequestIdFilter(logging.Filter):

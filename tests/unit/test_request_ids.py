@@ -37,3 +37,12 @@ def test_a_forked_worker_does_not_repeat_its_parents_ids() -> None:
     os.waitpid(pid, 0)
     assert len(child) == 50
     assert not parent & child
+
+
+def test_the_apps_own_seeding_of_random_does_not_repeat_ids() -> None:
+    import random
+
+    random.seed(0)
+    first = [fresh_request_id() for _ in range(5)]
+    random.seed(0)
+    assert not set(first) & {fresh_request_id() for _ in range(5)}

@@ -121,3 +121,14 @@ def test_refusals_are_logged_with_their_reason(caplog: pytest.LogCaptureFixture,
     assert len(lines) == int(logged)
     if logged:
         assert lines[0].__dict__["reason"] == exc.reason
+
+
+def test_insufficient_scope_header_carries_only_scope_tokens() -> None:
+    """A requested scope is whatever a client sent (POST /auth/api-keys asks for any name):
+    a non-Latin-1 character in it made the 403's header unencodable, a 500 (found by the
+    OpenAPI fuzzer); a quote would have broken the header's quoting."""
+    r = to_response(InsufficientScope('requires scope: reports:read \U00086f58x a"b ok'))
+    assert r.status_code == 403
+    assert r.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="reports:read ok"')
+    assert "\U00086f58x" in body(InsufficientScope("requires scope: \U00086f58x"))["detail"]

@@ -9,6 +9,7 @@ middleware and the FastAPI dependencies. What an error looks like over HTTP (sta
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -129,11 +130,18 @@ def _error(exc: AuthGateError, oauth: bool, token_sent: bool,
                                        if token_sent or isinstance(exc, InvalidToken)
                                        else "Bearer")
     elif isinstance(exc, InsufficientScope):
-        scope = exc.detail.split(":", 1)[-1].strip()
+        # Only RFC 6750 scope-tokens go into the header: a requested scope can be anything
+        # a client sent (a quote, a control or a non-Latin-1 character would break the
+        # header, or the response); the body's detail names them all.
+        asked = exc.detail.split(":", 1)[-1].split()
+        scope = " ".join(t for t in asked if _SCOPE_TOKEN.fullmatch(t))
         headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{scope}"'
     elif isinstance(exc, Throttled):
         headers["Retry-After"] = str(exc.retry_after)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def log_refusal(exc: AuthGateError) -> None:
