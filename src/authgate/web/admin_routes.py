@@ -29,7 +29,8 @@ from authgate.web.api_key_routes import api_key_json
 from authgate.web.authn import authenticate
 from authgate.web.http import NO_STORE, JSONResponse, clear_cookie, client_ip
 from authgate.web.parsing import read_params
-from authgate.web.router import AuthRoute, entry_json, iso, user_json
+from authgate.web.router import AuthRoute, iso, user_json
+from authgate.web.signin_routes import entry_json
 
 
 class _Body(BaseModel):
