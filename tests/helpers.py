@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import httpx
@@ -126,3 +127,8 @@ class ReadsTokens:
 
 __all__ = ["AuthClient", "ReadsTokens", "cookie_attrs", "parse_set_cookie",
            "share_default_ssl_context"]
+
+
+def random_cookie(name: str = "authgate") -> dict[str, str]:
+    """A ``Cookie`` header with a random (never issued) session cookie value."""
+    return {"Cookie": f"{name}={secrets.token_urlsafe(32)}"}

@@ -87,7 +87,7 @@ class InProcessServer(ReadsTokens):
 
     def __init__(self, workdir: Path, settings: dict[str, Any], workers: int = 1,
                  port: int | None = None) -> None:
-        from tests.conftest import free_port
+        from tests.conftest import SUITE_LIMITS, free_port
 
         if workers != 1:
             raise ValueError("several workers need the subprocess layer (tests.conftest.Server)")
@@ -98,10 +98,7 @@ class InProcessServer(ReadsTokens):
         self.settings: dict[str, Any] = {
             "database_url": f"sqlite:///{workdir / 'authgate.db'}",
             "public_url": self.url,
-            # As on the subprocess layer: the suite registers far more than 20 times from
-            # 127.0.0.1; the default limits are tested on servers of their own.
-            "registration_limit": 1_000_000,
-            "revoke_limit": 1_000_000,
+            **SUITE_LIMITS,  # as on the subprocess layer
             **settings,
         }
         self.workers = workers

@@ -21,6 +21,7 @@ from authgate.core.api_keys import ApiKeys
 from authgate.core.credentials import Macs, Sealer
 from authgate.core.factors import Factors
 from authgate.core.grants import ExtraClaims, Grants
+from authgate.core.guessing import GuessWatch
 from authgate.core.notices import FactorNotices
 from authgate.core.passkeys import Passkeys
 from authgate.core.revocation import Revocations
@@ -143,6 +144,9 @@ class Engine:
                                 self.revocations, self.events, self.metrics,
                                 self.sessions.role_scopes)
         self.sessions.api_keys = self.api_keys
+        self.guessing = GuessWatch(settings.credential_guess_limit,
+                                   settings.credential_guess_window, self.clock,
+                                   self._guessing_blocked)
         self.grants.api_keys = self.api_keys
         self.sealer = Sealer()
         self.mail_transport: Transport = (
@@ -292,6 +296,12 @@ class Engine:
                     max_age=max_age)
 
     # -- operations -----------------------------------------------------------------------
+
+    def _guessing_blocked(self, address: str, refused: int) -> None:
+        self.metrics.count("throttled", "credential")
+        self.events.emit("credentials.guessing", actor="system", ip=address,
+                         level=logging.WARNING, refused=refused,
+                         window=self.settings.credential_guess_window)
 
     def _gauges(self) -> None:
         m, hot = self.metrics, self.hot

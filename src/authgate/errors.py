@@ -16,6 +16,9 @@ class AuthGateError(Exception):
         #: Why, for the server's log only: the client gets the same body for every reason.
         self.reason = reason
 
+    #: Not worth a log line of its own (counted elsewhere: a credential-guessing block).
+    quiet = False
+
 
 class ConfigError(AuthGateError):
     """The configuration is invalid."""

@@ -29,6 +29,8 @@ CATALOGUE: dict[str, str] = {
     "sign_in.failed": "a sign-in failed (unknown user, wrong password, disabled user, "
                       "refused passkey)",
     "sign_in.throttled": "a sign-in was refused by the throttle",
+    "credentials.guessing": "an address sent CREDENTIAL_GUESS_LIMIT refused credentials "
+                            "(sessions, tokens, API keys) in CREDENTIAL_GUESS_WINDOW: blocked",
     "sign_out": "a session or token family was ended by its holder (logout)",
     "sign_out.everywhere": "every session and token family of a user was ended",
     "session.revoked": "one entry of a user's sign-in list was revoked",

@@ -8,7 +8,7 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from authgate.errors import AuthGateError, BackendUnavailable
+from authgate.errors import AuthGateError, BackendUnavailable, Throttled
 from authgate.gate import AuthGate
 from authgate.models import Principal
 from authgate.web.authn import authenticate
@@ -61,7 +61,7 @@ class AuthGateMiddleware:
         conn = HTTPConnection(scope)
         try:
             principal = await authenticate(self.gate.engine, conn)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, Throttled) as exc:  # an outage; a guessing block
             await _refuse(exc, scope, receive, send)
             return
         except AuthGateError as exc:

@@ -186,12 +186,16 @@ class ThrottleSettings(_Group):
     registration_window: int
     revoke_limit: int
     revoke_window: int
+    credential_guess_limit: int
+    credential_guess_window: int
     SOURCE: ClassVar[Mapping[str, str]] = {
         "account_lock_threshold": "account_lock_threshold",
         "ip_failure_limit": "ip_failure_limit", "ip_failure_window": "ip_failure_window",
         "device_cookie_ttl": "device_cookie_ttl", "registration_limit": "registration_limit",
         "registration_window": "registration_window", "revoke_limit": "revoke_limit",
-        "revoke_window": "revoke_window"}
+        "revoke_window": "revoke_window",
+        "credential_guess_limit": "credential_guess_limit",
+        "credential_guess_window": "credential_guess_window"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
     registration_window: int = Field(default=10 * 60, ge=1)
     revoke_limit: int = Field(default=300, ge=1)
     revoke_window: int = Field(default=10 * 60, ge=1)
+    credential_guess_limit: int = Field(default=100, ge=0)  # 0: off (core/guessing.py)
+    credential_guess_window: int = Field(default=60, ge=1)
 
     argon2_memory_kib: int = Field(default=19456, ge=19456)
     argon2_time_cost: int = Field(default=2, ge=2)

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 from starlette.testclient import TestClient
 
 from authgate import AuthGate, Principal, Settings
+from tests.helpers import random_cookie
 
 
 def _app(tmp_path: Path, install: bool) -> tuple[FastAPI, AuthGate]:
@@ -81,3 +82,16 @@ def test_installed_handlers_keep_scope_errors_and_challenges(tmp_path: Path) -> 
         r = c.get("/reports", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 403 and r.json()["error"] == "insufficient_scope"
         assert 'error="insufficient_scope"' in r.headers["www-authenticate"]
+
+
+def test_a_guessing_address_gets_429_with_retry_after(client: tuple[TestClient, bool]) -> None:
+    """SESS-24 in an embedding app: the 101st random session cookie from one address (the
+    default CREDENTIAL_GUESS_LIMIT) is a 429 with ``Retry-After``, in either error shape."""
+    c, installed = client
+    statuses = [c.get("/home", headers=random_cookie()).status_code for _ in range(101)]
+    assert statuses == [401] * 100 + [429]
+    r = c.get("/home", headers=random_cookie())
+    assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.json() == ({"error": "too_many_requests", "detail": "Too many failed attempts; "
+                         "try again later."} if installed
+                        else {"detail": "Too many failed attempts; try again later."})

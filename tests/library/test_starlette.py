@@ -16,6 +16,7 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from authgate import AuthGate, AuthGateMiddleware, Settings
+from tests.helpers import random_cookie
 
 PW = "starlette user passphrase"
 
@@ -90,3 +91,17 @@ def test_cookie_authenticated_unsafe_request_needs_csrf(
     assert tc.post("/note", headers={"X-CSRF-Token": "wrong"}).status_code == 403
     ok = tc.post("/note", headers={"X-CSRF-Token": csrf})
     assert ok.status_code == 200 and ok.json() == {"saved_for": "ann"}
+
+
+def test_a_guessing_address_is_refused_429_by_the_middleware(
+        client: tuple[TestClient, AuthGate]) -> None:
+    """SESS-24: random session cookies leave an anonymous user (401 from ``@requires``) up
+    to CREDENTIAL_GUESS_LIMIT; after that the middleware answers 429 itself, before the
+    route, while the same client's valid session keeps working."""
+    tc, _ = client
+    assert tc.post("/auth/login", json={"username": "ann", "password": PW}).status_code == 200
+    valid = tc.cookies["authgate"]
+    tc.cookies.clear()
+    statuses = [tc.get("/whoami", headers=random_cookie()).status_code for _ in range(101)]
+    assert statuses == [401] * 100 + [429]
+    assert tc.get("/whoami", headers={"Cookie": f"authgate={valid}"}).json()["user"] == "ann"

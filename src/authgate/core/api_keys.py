@@ -25,6 +25,7 @@ from typing import Any
 
 from authgate.clock import Clock
 from authgate.core.credentials import digest, new_id
+from authgate.core.guessing import Uncached
 from authgate.core.revocation import Revocations
 from authgate.core.users import Users
 from authgate.errors import (
@@ -115,9 +116,10 @@ class ApiKeys:
 
     # -- the request path -----------------------------------------------------------------
 
-    async def principal(self, key: str) -> Principal:
+    async def principal(self, key: str, *, load: bool = True) -> Principal:
         """The principal behind an API key, or :class:`InvalidToken` (the same refusal as
-        for a bad access token). Usually no I/O at all."""
+        for a bad access token). Usually no I/O at all; ``load=False``: none at all
+        (:class:`Uncached` when this process does not hold it)."""
         await self.hot.ensure_fresh()
         if not key.startswith(PREFIX) or len(key) > 128:
             raise InvalidToken(reason="malformed API key")
@@ -125,6 +127,8 @@ class ApiKeys:
         rec = self.hot.api_keys.get(key_hash)
         self.metrics.count("cache_lookups", "api_key:miss" if rec is None else "api_key:hit")
         if rec is None:
+            if not load:
+                raise Uncached
             rec = await self._load(key_hash)
             if rec is None:
                 raise InvalidToken(reason="unknown or revoked API key")

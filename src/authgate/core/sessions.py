@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
 from authgate.core.credentials import digest, new_id, new_secret
+from authgate.core.guessing import Uncached
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.core.users import Users
@@ -132,8 +133,10 @@ class Sessions:
             await self.redis.put_session(rec, now)
         return value, rec
 
-    async def session_principal(self, cookie_value: str) -> Principal | None:
-        """The principal behind a session cookie value, or None. Usually no I/O at all."""
+    async def session_principal(self, cookie_value: str, *,
+                                load: bool = True) -> Principal | None:
+        """The principal behind a session cookie value, or None. Usually no I/O at all;
+        ``load=False``: none at all (:class:`Uncached` when this process does not hold it)."""
         if not cookie_value or len(cookie_value) > 128:
             return None
         await self.hot.ensure_fresh()
@@ -142,6 +145,8 @@ class Sessions:
         rec = self.hot.sessions.get(key)
         self.metrics.count("cache_lookups", "session:miss" if rec is None else "session:hit")
         if rec is None or not rec.alive_at(now):
+            if not load:
+                raise Uncached
             rec = await self._load_session(key, now, cached=rec)
             if rec is None:
                 return None

@@ -14,10 +14,18 @@ from typing import Literal
 
 from starlette.requests import HTTPConnection
 
+from authgate.core.guessing import Uncached
 from authgate.engine import Engine
-from authgate.errors import InvalidToken, NotAuthenticated
+from authgate.errors import InvalidToken, NotAuthenticated, Throttled
 from authgate.models import Principal
-from authgate.web.http import UNSAFE_METHODS, check_csrf, check_origin, get_cookie, raw_header
+from authgate.web.http import (
+    UNSAFE_METHODS,
+    check_csrf,
+    check_origin,
+    client_ip,
+    get_cookie,
+    raw_header,
+)
 
 Accept = Literal["any", "session", "token"]
 
@@ -35,31 +43,47 @@ def bearer_token(conn: HTTPConnection) -> str | None:
 async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "any",
                        *, csrf: bool = True) -> Principal:
     """The caller, or :class:`NotAuthenticated` / :class:`InvalidToken`; CSRF-checked when
-    a cookie authenticates an unsafe method."""
+    a cookie authenticates an unsafe method. A refused credential counts against the
+    client's address (:mod:`authgate.core.guessing`); from a blocked address, a credential
+    this process does not hold is :class:`Throttled` without a backend read."""
+    guard = engine.guessing
+    address: str | None = None
+    wait = 0
+    if guard.blocks:  # some address is blocked: is this one? (else: a dict's truth value)
+        address = client_ip(conn, engine.settings)
+        wait = guard.blocked(address)
     principal: Principal | None = None
     refused: str | None = None  # why a credential that was sent did not count (for the log)
-    if accept in ("any", "token"):
-        token = bearer_token(conn)
+    try:
+        token = bearer_token(conn) if accept != "session" else None
         if token is not None:
-            if token.startswith("ag_"):  # an API key (personal access token)
-                return await engine.api_keys.principal(token)
-            return await engine.grants.token_principal(token)
-        at_cookie = get_cookie(conn, engine.cookie_names[1])
-        if at_cookie:
+            principal = await (engine.api_keys.principal(token, load=not wait)
+                               if token.startswith("ag_")  # an API key
+                               else engine.grants.token_principal(token))
+        elif accept != "session" and (at_cookie := get_cookie(conn, engine.cookie_names[1])):
             try:
                 principal = await engine.grants.token_principal(at_cookie, via_cookie=True)
-            except InvalidToken as exc:
+            except InvalidToken as bad:
                 if accept == "token":
                     raise
-                refused = f"access-token cookie: {exc.reason}"
-    if principal is None and accept in ("any", "session"):
-        value = get_cookie(conn, engine.cookie_names[0])
-        if value:
-            principal = await engine.sessions.session_principal(value)
-            if principal is None:
-                refused = "unknown, expired or revoked session"
-    if principal is None:
-        raise NotAuthenticated(reason=refused)
+                refused = f"access-token cookie: {bad.reason}"
+        if principal is None and accept != "token":
+            value = get_cookie(conn, engine.cookie_names[0])
+            if value:
+                principal = await engine.sessions.session_principal(value, load=not wait)
+                if principal is None:
+                    refused = "unknown, expired or revoked session"
+        if principal is None:
+            raise NotAuthenticated(reason=refused)
+    except Uncached:
+        guard.refused(address or "")  # counted in the block's closing line
+        blocked = Throttled(wait, reason="credential guessing from this address")
+        blocked.quiet = True  # the block's event and its closing line say it
+        raise blocked from None
+    except (InvalidToken, NotAuthenticated) as exc:
+        if exc.reason is not None:  # a credential was sent, and refused
+            exc.quiet = guard.refused(address or client_ip(conn, engine.settings))
+        raise
     if csrf and principal.via_cookie and conn.scope.get("method") in UNSAFE_METHODS:
         check_csrf(conn, engine.settings, principal.csrf_token)  # type: ignore[arg-type]
     if principal.via_cookie and conn.scope["type"] == "websocket":

@@ -147,6 +147,8 @@ _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 def log_refusal(exc: AuthGateError) -> None:
     """One INFO line per refused credential (401/403/429), with the reason when known and
     the request id (from the logging filter); never the credential itself."""
+    if exc.quiet:
+        return
     if exc.status in (401, 403, 429) and (exc.reason or exc.status != 401):
         # (a 401 without a reason is a request that sent no credential at all: not logged)
         refusals.info("refused %s: %s", exc.code, exc.reason or exc.detail,

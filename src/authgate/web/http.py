@@ -138,7 +138,7 @@ def from_trusted_proxy(conn: HTTPConnection, settings: Settings) -> bool:
     return bool(proxies) and conn.client is not None and _trusted(conn.client.host, proxies)
 
 
-def client_ip(request: Request, settings: Settings) -> str:
+def client_ip(request: HTTPConnection, settings: Settings) -> str:
     """The peer address; ``X-Forwarded-For`` only when the peer is a trusted proxy, taking
     the right-most address that is not itself a trusted proxy. Several header lines are one
     list, in order (RFC 9110 §5.3): a proxy that appends a line of its own (HAProxy) is
