@@ -20,6 +20,7 @@ from authgate.errors import ConfigError
 from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
 from authgate.setting_mail import MailFields
 from authgate.setting_sso import SsoFields
+from authgate.setting_webauthn import WebauthnFields
 
 SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
 
@@ -45,7 +46,7 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
+class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
     """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased.
 
     The code reads them through grouped, read-only views built once per object
@@ -124,10 +125,6 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
     webhook_secret: SecretStr | None = None
     # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
     mfa_key: SecretStr | None = None
-    # Passkeys (WebAuthn): the RP ID and the origins assertions may come from; unset, both
-    # follow PUBLIC_URL (its host; its origin).
-    webauthn_rp_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
-    webauthn_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles",
                      "webauthn_origins", mode="before")
