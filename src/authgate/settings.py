@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from authgate.errors import ConfigError
+from authgate.setting_checks import check_origins, split_csv
 from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
 from authgate.setting_mail import MailFields
 from authgate.setting_sso import SsoFields
@@ -38,12 +39,6 @@ def is_loopback_host(host: str | None) -> bool:
 
 _REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "roles", "typ",
                    "amr", "auth_time"}
-
-
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
 
 
 class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
@@ -126,11 +121,10 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
     # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
     mfa_key: SecretStr | None = None
 
-    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles",
-                     "webauthn_origins", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
+        return split_csv(value)
 
     @field_validator("role_scopes", mode="before")
     @classmethod
@@ -161,14 +155,10 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
             raise ValueError("must be an absolute http(s) URL such as https://auth.example.com")
         return value.rstrip("/")
 
-    @field_validator("allowed_origins", "webauthn_origins")
+    @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        for origin in value:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
-        return [o.rstrip("/") for o in value]
+        return check_origins(value)
 
     @field_validator("trusted_proxies")
     @classmethod
