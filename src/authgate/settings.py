@@ -17,9 +17,11 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from authgate.errors import ConfigError
+from authgate.setting_checks import check_origins, split_csv
 from authgate.setting_groups import GROUPS, GroupViews, PasswordHashPreset
 from authgate.setting_mail import MailFields
 from authgate.setting_sso import SsoFields
+from authgate.setting_webauthn import WebauthnFields
 
 SigningAlg = Literal["EdDSA", "ES256", "RS256", "HS256"]
 
@@ -39,13 +41,7 @@ _REGISTERED_ONLY = {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "scope", "r
                    "amr", "auth_time"}
 
 
-def _split_csv(value: Any) -> Any:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value
-
-
-class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
+class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
     """Everything authgate can be told. Field names are the ``AUTHGATE_`` variables, lowercased.
 
     The code reads them through grouped, read-only views built once per object
@@ -126,16 +122,11 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
     webhook_secret: SecretStr | None = None
     # Encrypts TOTP secrets at rest (HKDF → AES-GCM); unset: the database's own secret.
     mfa_key: SecretStr | None = None
-    # Passkeys (WebAuthn): the RP ID and the origins assertions may come from; unset, both
-    # follow PUBLIC_URL (its host; its origin).
-    webauthn_rp_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.-]{1,253}$")
-    webauthn_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
-    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles",
-                     "webauthn_origins", mode="before")
+    @field_validator("allowed_origins", "trusted_proxies", "mfa_required_roles", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
-        return _split_csv(value)
+        return split_csv(value)
 
     @field_validator("role_scopes", mode="before")
     @classmethod
@@ -166,14 +157,10 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields):
             raise ValueError("must be an absolute http(s) URL such as https://auth.example.com")
         return value.rstrip("/")
 
-    @field_validator("allowed_origins", "webauthn_origins")
+    @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: list[str]) -> list[str]:
-        for origin in value:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-                raise ValueError(f"{origin!r} is not an origin such as https://app.example.com")
-        return [o.rstrip("/") for o in value]
+        return check_origins(value)
 
     @field_validator("trusted_proxies")
     @classmethod

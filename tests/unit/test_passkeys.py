@@ -1,6 +1,6 @@
-"""core/passkeys.py and core/notices.py without HTTP: the response parsers never fail with
-anything but a 4xx error (hypothesis), the stateless sign-in challenge, and the notices
-(only to a user with an address; an operator's reset says so)."""
+"""core/passkeys.py, core/passkey_parsing.py and core/notices.py without HTTP: the response
+parsers never fail with anything but a 4xx error (hypothesis), the stateless sign-in
+challenge, and the notices (only to a user with an address; an operator's reset says so)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authgate.clock import ManualClock
-from authgate.core.passkeys import CHALLENGE_TTL, parse_assertion, parse_attestation
+from authgate.core.passkey_parsing import parse_assertion, parse_attestation
+from authgate.core.passkeys import CHALLENGE_TTL
 from authgate.engine import Engine
 from authgate.errors import AuthGateError, InvalidPasskey
 from authgate.store import schema as t

@@ -29,11 +29,15 @@ def config_show(as_json: bool, config: str | None) -> None:
     """Every setting's effective value (secrets redacted) and where it came from."""
     from pydantic import SecretStr
 
+    from authgate.setting_webauthn import WebauthnFields
     from authgate.settings import source_of
 
     settings = _settings(config)
     rows = []
-    for name in Settings.model_fields:
+    # pydantic lists a mixin's fields before Settings' own: the WebAuthn ones, listed last
+    # before they moved into their mixin, stay last (the listing keeps its order).
+    last = list(WebauthnFields.model_fields)
+    for name in [n for n in Settings.model_fields if n not in last] + last:
         value = getattr(settings, name)
         if isinstance(value, SecretStr):
             shown: Any = "********" if value.get_secret_value() else ""

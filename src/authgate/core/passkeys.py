@@ -36,22 +36,12 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers import parse_client_data_json
 from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.exceptions import WebAuthnException
-from webauthn.helpers.parse_authentication_credential_json import (
-    parse_authentication_credential_json,
-)
-from webauthn.helpers.parse_registration_credential_json import (
-    parse_registration_credential_json,
-)
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
-    AuthenticationCredential,
     AuthenticatorSelectionCriteria,
     CredentialDeviceType,
     PublicKeyCredentialDescriptor,
-    RegistrationCredential,
     ResidentKeyRequirement,
     UserVerificationRequirement,
 )
@@ -59,6 +49,7 @@ from webauthn.helpers.structs import (
 from authgate.clock import Clock
 from authgate.core.credentials import Macs, digest, new_id
 from authgate.core.notices import FactorNotices
+from authgate.core.passkey_parsing import PARSE_ERRORS, b64url, parse_assertion, parse_attestation
 from authgate.core.signin import SignIn
 from authgate.errors import (
     EmailNotVerified,
@@ -82,58 +73,8 @@ CHALLENGE_TTL = 300
 #: Adding or deleting a passkey needs a sign-in at most this old (seconds).
 FRESH_SIGN_IN = 600
 MAX_NAME = 64
-MAX_CREDENTIAL_JSON = 16_384
 ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_256,
               COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256]
-_PARSE_ERRORS = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError)
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def _credential_dict(value: Any) -> dict[str, Any]:
-    """The browser's ``PublicKeyCredential.toJSON()`` (an object, or that object as a JSON
-    string — the token endpoint's form fields are strings)."""
-    if isinstance(value, str):
-        if len(value) > MAX_CREDENTIAL_JSON:
-            raise InvalidPasskey(reason="credential too large")
-        try:
-            value = orjson.loads(value)
-        except ValueError:
-            raise InvalidPasskey(reason="credential is not JSON") from None
-    if not isinstance(value, dict):
-        raise InvalidRequest("a passkey credential is a JSON object")
-    return value
-
-
-def _challenge_of(client_data_json: bytes) -> bytes:
-    try:
-        return parse_client_data_json(client_data_json).challenge
-    except _PARSE_ERRORS:
-        raise InvalidPasskey(reason="clientDataJSON unreadable") from None
-
-
-def parse_assertion(value: Any) -> tuple[AuthenticationCredential, bytes]:
-    """An assertion (``PublicKeyCredential.toJSON()`` of ``navigator.credentials.get``, an
-    object or its JSON text) and the challenge its clientDataJSON names; anything else is
-    :class:`InvalidPasskey` / :class:`InvalidRequest`, never another exception."""
-    data = _credential_dict(value)
-    try:
-        parsed = parse_authentication_credential_json(data)
-    except _PARSE_ERRORS as exc:
-        raise InvalidPasskey(reason=f"assertion: {exc}") from None
-    return parsed, _challenge_of(parsed.response.client_data_json)
-
-
-def parse_attestation(value: Any) -> tuple[RegistrationCredential, bytes]:
-    """The same for a registration response (``navigator.credentials.create``)."""
-    data = _credential_dict(value)
-    try:
-        parsed = parse_registration_credential_json(data)
-    except _PARSE_ERRORS as exc:
-        raise InvalidPasskey(reason=f"registration response: {exc}") from None
-    return parsed, _challenge_of(parsed.response.client_data_json)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +203,7 @@ class Passkeys:
                 credential=parsed, expected_challenge=challenge, expected_rp_id=self.rp_id,
                 expected_origin=self.origins, require_user_verification=True,
                 supported_pub_key_algs=ALGORITHMS)
-        except _PARSE_ERRORS as exc:
+        except PARSE_ERRORS as exc:
             raise InvalidPasskey(reason=f"registration response: {exc}") from None
         now = self.clock.now()
         key = Passkey(
@@ -401,7 +342,7 @@ class Passkeys:
                 expected_origin=self.origins, credential_public_key=base64.urlsafe_b64decode(
                     key.public_key + "=" * (-len(key.public_key) % 4)),
                 credential_current_sign_count=key.sign_count, require_user_verification=True)
-        except _PARSE_ERRORS as exc:
+        except PARSE_ERRORS as exc:
             if "sign count" in str(exc):
                 self.events.emit("passkey.counter_mismatch", user_id=key.user_id, ip=ip,
                                  level=logging.WARNING, passkey_id=key.id)

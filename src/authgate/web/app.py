@@ -28,9 +28,9 @@ from authgate.web.admin_routes import admin_route_label
 from authgate.web.boundary import REQUEST_ID_KEY, ErrorBoundary
 from authgate.web.errors import OAUTH_PATHS, HeadersTooLarge, InvalidBody, to_response
 from authgate.web.fastpath import FastPath
+from authgate.web.hot_routes import Handler, hot_handlers
 from authgate.web.http import NO_STORE, JSONResponse, _trusted
 from authgate.web.parsing import MAX_BODY
-from authgate.web.router import Handler, hot_handlers
 
 access = logging.getLogger("authgate.access")
 

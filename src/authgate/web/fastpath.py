@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from authgate.errors import AuthGateError
 from authgate.web.authn import bearer_token
 from authgate.web.errors import to_response
-from authgate.web.router import Handler
+from authgate.web.hot_routes import Handler
 
 
 class FastPath:
