@@ -25,6 +25,7 @@ The state lives where every worker and instance sees it: in the database by defa
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 
@@ -46,6 +47,7 @@ def wait_seconds(seconds: float) -> float:
     return float(math.ceil(seconds)) if seconds > 0 else 0.0
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address costs more than the rest of a 429
 def address_key(ip: str) -> str:
     """The per-address throttle key of a client address: IPv4 as is, IPv6 by its /64 (one
     customer's allocation: a client picks any address in it at will), an IPv4-mapped IPv6
