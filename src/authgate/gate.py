@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from authgate.core.account import Account
     from authgate.core.admin import Admin
+    from authgate.core.api_keys import ApiKeys
     from authgate.core.factors import Factors
     from authgate.core.grants import Grants
     from authgate.core.sessions import Sessions
@@ -111,6 +112,11 @@ class AuthGate:
     def grants(self) -> Grants:
         """Token grants (password, refresh), access-token checks, RFC 7009 revocation."""
         return self.engine.grants
+
+    @property
+    def api_keys(self) -> ApiKeys:
+        """API keys (personal access tokens): create for a user, list, revoke."""
+        return self.engine.api_keys
 
     @property
     def account(self) -> Account:

@@ -4,6 +4,7 @@ what lands in that database (contract §2 "Secrets are never stored as given")."
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import sqlite3
 import subprocess
@@ -303,3 +304,38 @@ def test_serve_with_no_configuration_uses_the_embedded_default(tmp_path: Path) -
             proc.wait(5)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def test_api_keys_create_list_revoke(server: Server) -> None:
+    """``authgate api-keys``: a key for a service account without an admin sign-in, shown
+    once, listed without itself, revoked on the running server; audited as the operator."""
+    username, _ = server.new_user("bot", roles=("reports:read", "billing"))
+    done = server.cli("api-keys", "create", username, "--name", "ci", "--scope",
+                      "reports:read")
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("ag_") and "shown once" in done.stderr
+    me = httpx.get(f"{server.url}/auth/me", headers={"Authorization": f"Bearer {key}"})
+    assert me.status_code == 200, me.text
+    assert me.json()["auth"] == "api_key" and me.json()["scopes"] == ["reports:read"]
+    listed = server.cli("api-keys", "list", username, "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = json.loads(listed.stdout)
+    assert entry["name"] == "ci" and entry["scopes"] == ["reports:read"]
+    assert key not in listed.stdout + server.cli("api-keys", "list", username).stdout
+    assert rows(server.db_path, "SELECT count(*) FROM api_keys WHERE digest = ?",
+                hashlib.sha256(key.encode()).hexdigest()) == [(1,)]
+    # a scope the user's roles do not grant, an unknown user: one line, non-zero
+    for args in (("--scope", "admin:all"), ()):
+        name = username if args else "nobody-like-this"
+        bad = server.cli("api-keys", "create", name, "--name", "x", *args)
+        assert bad.returncode != 0 and bad.stdout == ""
+        one_line_error(bad.stderr)
+    revoked = server.cli("api-keys", "revoke", username, entry["id"])
+    assert revoked.returncode == 0, revoked.stderr
+    assert eventually(lambda: httpx.get(f"{server.url}/auth/me", headers={
+        "Authorization": f"Bearer {key}"}).status_code == 401, 3)
+    assert server.cli("api-keys", "revoke", username).returncode == 2  # KEY_ID or --all
+    events = server.cli("audit", "list", "--json", "--user", username).stdout
+    assert [json.loads(line)["actor"] for line in events.splitlines()
+            if json.loads(line)["type"].startswith("api_key.")] == ["operator", "operator"]
