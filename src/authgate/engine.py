@@ -298,7 +298,6 @@ class Engine:
     # -- operations -----------------------------------------------------------------------
 
     def _guessing_blocked(self, address: str, refused: int) -> None:
-        self.metrics.count("throttled", "credential")
         self.events.emit("credentials.guessing", actor="system", ip=address,
                          level=logging.WARNING, refused=refused,
                          window=self.settings.credential_guess_window)

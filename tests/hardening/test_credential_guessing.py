@@ -86,7 +86,8 @@ def test_random_session_cookies_are_blocked_and_others_are_not(server: Server) -
     mine, _, _ = signed_in(server, transport=httpx.HTTPTransport(local_address=GUESSER))
     assert mine.get("/auth/me").status_code == 200
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'authgate_throttled_total{what="credential"} 1.0' in metrics
+    assert f'authgate_throttled_total{{what="credential"}} {500 - LIMIT}.0' in metrics
+    assert 'authgate_events_total{type="credentials.guessing"} 1.0' in metrics
     # the block ends after its window: a refusal is a 401 again, and one line sums it up
     server.advance(WINDOW + 1)
     with from_address(server, GUESSER) as guesser:

@@ -77,6 +77,7 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
             raise NotAuthenticated(reason=refused)
     except Uncached:
         guard.refused(address or "")  # counted in the block's closing line
+        engine.metrics.count("throttled", "credential")
         raise _blocked(wait) from None
     except (InvalidToken, NotAuthenticated) as exc:
         if exc.reason is not None:  # a credential was sent, and refused
