@@ -99,7 +99,7 @@ class Settings(GroupViews, BaseSettings, MailFields, SsoFields, WebauthnFields):
     registration_window: int = Field(default=10 * 60, ge=1)
     revoke_limit: int = Field(default=300, ge=1)
     revoke_window: int = Field(default=10 * 60, ge=1)
-    credential_guess_limit: int = Field(default=100, ge=0)  # 0: off (core/guessing.py)
+    credential_guess_limit: int = Field(default=300, ge=0)  # 0: off (core/guessing.py)
     credential_guess_window: int = Field(default=60, ge=1)
 
     argon2_memory_kib: int = Field(default=19456, ge=19456)

@@ -13,6 +13,8 @@ from starlette.testclient import TestClient
 from authgate import AuthGate, Principal, Settings
 from tests.helpers import random_cookie
 
+LIMIT = Settings.model_fields["credential_guess_limit"].default  # the default's
+
 
 def _app(tmp_path: Path, install: bool) -> tuple[FastAPI, AuthGate]:
     gate = AuthGate(Settings(database_url=f"sqlite:///{tmp_path / 'e.db'}",
@@ -85,11 +87,11 @@ def test_installed_handlers_keep_scope_errors_and_challenges(tmp_path: Path) -> 
 
 
 def test_a_guessing_address_gets_429_with_retry_after(client: tuple[TestClient, bool]) -> None:
-    """SESS-24 in an embedding app: the 101st random session cookie from one address (the
-    default CREDENTIAL_GUESS_LIMIT) is a 429 with ``Retry-After``, in either error shape."""
+    """SESS-24 in an embedding app: one random session cookie more than the default
+    CREDENTIAL_GUESS_LIMIT from one address is a 429 with ``Retry-After``, in either error shape."""
     c, installed = client
-    statuses = [c.get("/home", headers=random_cookie()).status_code for _ in range(101)]
-    assert statuses == [401] * 100 + [429]
+    statuses = [c.get("/home", headers=random_cookie()).status_code for _ in range(LIMIT + 1)]
+    assert statuses == [401] * LIMIT + [429]
     r = c.get("/home", headers=random_cookie())
     assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
     assert r.json() == ({"error": "too_many_requests", "detail": "Too many failed attempts; "

@@ -18,6 +18,8 @@ from starlette.testclient import TestClient
 from authgate import AuthGate, AuthGateMiddleware, Settings
 from tests.helpers import random_cookie
 
+LIMIT = Settings.model_fields["credential_guess_limit"].default  # the default's
+
 PW = "starlette user passphrase"
 
 
@@ -102,6 +104,6 @@ def test_a_guessing_address_is_refused_429_by_the_middleware(
     assert tc.post("/auth/login", json={"username": "ann", "password": PW}).status_code == 200
     valid = tc.cookies["authgate"]
     tc.cookies.clear()
-    statuses = [tc.get("/whoami", headers=random_cookie()).status_code for _ in range(101)]
-    assert statuses == [401] * 100 + [429]
+    statuses = [tc.get("/whoami", headers=random_cookie()).status_code for _ in range(LIMIT + 1)]
+    assert statuses == [401] * LIMIT + [429]
     assert tc.get("/whoami", headers={"Cookie": f"authgate={valid}"}).json()["user"] == "ann"
