@@ -86,6 +86,33 @@ class BoundedCache(Generic[K, V]):
             self.pop(key)
 
 
+class SingleFlight(Generic[K, V]):
+    """Concurrent cache misses for one key share one read: the first starts it, the others
+    wait for its result (or its exception). After a restart, the 32 parallel requests of one
+    page (or one client) for a session no cache holds make one round trip, not 32. The read
+    runs as a task of its own: a caller that goes away does not cancel it for the others."""
+
+    def __init__(self) -> None:
+        self._reads: dict[K, asyncio.Future[V]] = {}
+
+    async def run(self, key: K, read: Callable[[], Awaitable[V]]) -> V:
+        task = self._reads.get(key)
+        if task is None:
+            task = asyncio.ensure_future(read())
+            self._reads[key] = task
+            task.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(task)
+
+    def _finished(self, key: K, task: asyncio.Future[V]) -> None:
+        if self._reads.get(key) is task:
+            del self._reads[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone away
+
+    def __len__(self) -> int:
+        return len(self._reads)
+
+
 def _entry_size(key: Any, value: Any) -> int:
     """Bytes one cache entry holds, roughly: the key, the value and, for a dict value (token
     claims), its members one level down plus the items of list members (roles)."""

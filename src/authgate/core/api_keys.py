@@ -38,7 +38,7 @@ from authgate.errors import (
     TooManyApiKeys,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState
+from authgate.hotstate import HotState, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import ApiKeyRecord, Principal, SignInEntry, User
 from authgate.store.records import Records
@@ -80,6 +80,8 @@ class ApiKeys:
     flush_interval: float = FLUSH_INTERVAL
     _used: dict[str, float] = field(default_factory=dict, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _reads: SingleFlight[str, ApiKeyRecord | None] = field(default_factory=SingleFlight,
+                                                            init=False)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -153,6 +155,9 @@ class ApiKeys:
         the read is in flight may not be in what it returns: then read again."""
         if key_hash in self.hot.no_api_key:
             return None
+        return await self._reads.run(key_hash, lambda: self._read_and_cache(key_hash))
+
+    async def _read_and_cache(self, key_hash: str) -> ApiKeyRecord | None:
         for _ in range(3):
             generation = self.hot.generation
             rec = await self.records.get_api_key(key_hash)

@@ -19,7 +19,7 @@ from authgate.errors import (
     WrongPassword,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState
+from authgate.hotstate import HotState, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, User
 from authgate.settings import Settings
@@ -55,6 +55,8 @@ class Sessions:
         default_factory=dict, init=False)
     _touch_interval: float = field(init=False)
     _touches: dict[str, float] = field(default_factory=dict, init=False)
+    _reads: SingleFlight[str, SessionRecord | None] = field(default_factory=SingleFlight,
+                                                             init=False)
 
     def __post_init__(self) -> None:
         # Other workers judge idleness from the stored last-seen, which lags by up to this
@@ -164,9 +166,14 @@ class Sessions:
     async def _load_session(self, key: str, now: float,
                             cached: SessionRecord | None) -> SessionRecord | None:
         """A session this process has not seen (or whose cached copy looks expired, which
-        another worker's activity may have changed): Redis first, then the database."""
+        another worker's activity may have changed): Redis first, then the database; one
+        read for all the requests that ask for it at once."""
         if key in self.hot.no_session:
             return None
+        return await self._reads.run(key, lambda: self._read_and_cache(key, now, cached))
+
+    async def _read_and_cache(self, key: str, now: float,
+                              cached: SessionRecord | None) -> SessionRecord | None:
         from_redis = self.redis is not None and cached is None
         for _ in range(3):
             # A revocation applied while the read is in flight pops nothing (the record is

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from authgate.clock import Clock
@@ -14,7 +14,7 @@ from authgate.core.revocation import Revocations
 from authgate.core.signin import MAX_USERNAME_LENGTH, SignIn
 from authgate.errors import InvalidRequest, RegistrationClosed
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState
+from authgate.hotstate import HotState, SingleFlight
 from authgate.models import Revocation, User
 from authgate.passwords import PasswordHasher, check_policy
 from authgate.settings import Settings
@@ -36,6 +36,7 @@ class Users:
     events: Events
     revocations: Revocations
     signin: SignIn
+    _reads: SingleFlight[str, User | None] = field(default_factory=SingleFlight, init=False)
 
     async def create_user(self, username: str, password: str, roles: list[str] | None = None,
                           *, check: bool = True, actor: str | Actor = "operator",
@@ -68,6 +69,9 @@ class Users:
         cached = self.hot.users.get(user_id)
         if cached is not None:
             return cached
+        return await self._reads.run(user_id, lambda: self._read_and_cache(user_id))
+
+    async def _read_and_cache(self, user_id: str) -> User | None:
         generation = self.hot.generation
         user = await self.records.get_user(user_id)
         # A revocation applied while the read was in flight: do not cache what it replaced.
