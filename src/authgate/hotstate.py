@@ -90,21 +90,28 @@ class SingleFlight(Generic[K, V]):
     """Concurrent cache misses for one key share one read: the first starts it, the others
     wait for its result (or its exception). After a restart, the 32 parallel requests of one
     page (or one client) for a session no cache holds make one round trip, not 32. The read
-    runs as a task of its own: a caller that goes away does not cancel it for the others."""
+    runs as a task of its own: a caller that goes away does not cancel it for the others.
+
+    ``generation`` is :attr:`HotState.generation` at the call: a caller joins only a read
+    that began at the same generation, so a request that starts after a revocation was
+    applied here never gets what a read begun before it found (it reads anew)."""
 
     def __init__(self) -> None:
-        self._reads: dict[K, asyncio.Future[V]] = {}
+        self._reads: dict[K, tuple[int, asyncio.Future[V]]] = {}
 
-    async def run(self, key: K, read: Callable[[], Awaitable[V]]) -> V:
-        task = self._reads.get(key)
-        if task is None:
+    async def run(self, key: K, read: Callable[[], Awaitable[V]], generation: int) -> V:
+        found = self._reads.get(key)
+        if found is not None and found[0] == generation:
+            task = found[1]
+        else:
             task = asyncio.ensure_future(read())
-            self._reads[key] = task
+            self._reads[key] = (generation, task)
             task.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(task)
 
     def _finished(self, key: K, task: asyncio.Future[V]) -> None:
-        if self._reads.get(key) is task:
+        found = self._reads.get(key)
+        if found is not None and found[1] is task:
             del self._reads[key]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have gone away

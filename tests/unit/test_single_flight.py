@@ -29,7 +29,7 @@ async def test_waiters_share_one_read_its_result_and_its_exception() -> None:
             raise LookupError(key)
         return len(key)
 
-    waiting = [asyncio.ensure_future(flights.run(k, lambda k=k: read(k)))  # type: ignore[misc]
+    waiting = [asyncio.ensure_future(flights.run(k, lambda k=k: read(k), 0))  # type: ignore[misc]
                for k in ("abc",) * 5 + ("bad",) * 3]
     await asyncio.sleep(0)
     assert len(flights) == 2
@@ -38,7 +38,7 @@ async def test_waiters_share_one_read_its_result_and_its_exception() -> None:
     assert done[:5] == [3] * 5
     assert all(isinstance(e, LookupError) for e in done[5:])
     assert reads == Counter({"abc": 1, "bad": 1}) and len(flights) == 0
-    assert await flights.run("abc", lambda: read("abc")) == 3  # a later miss reads again
+    assert await flights.run("abc", lambda: read("abc"), 0) == 3  # a later miss reads again
     assert reads["abc"] == 2
 
 
@@ -50,8 +50,8 @@ async def test_a_waiter_that_goes_away_does_not_cancel_the_read_for_the_others()
         await gate.wait()
         return "value"
 
-    first = asyncio.ensure_future(flights.run("k", read))
-    second = asyncio.ensure_future(flights.run("k", read))
+    first = asyncio.ensure_future(flights.run("k", read, 0))
+    second = asyncio.ensure_future(flights.run("k", read, 0))
     await asyncio.sleep(0)
     first.cancel()
     await asyncio.sleep(0)
@@ -59,6 +59,25 @@ async def test_a_waiter_that_goes_away_does_not_cancel_the_read_for_the_others()
     assert await second == "value"
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_a_caller_after_a_revocation_does_not_join_a_read_begun_before_it() -> None:
+    flights: SingleFlight[str, int] = SingleFlight()
+    gate = asyncio.Event()
+    started: list[int] = []
+
+    async def read(n: int) -> int:
+        started.append(n)
+        await gate.wait()
+        return n
+
+    before = asyncio.ensure_future(flights.run("u", lambda: read(1), 7))
+    also_before = asyncio.ensure_future(flights.run("u", lambda: read(2), 7))
+    after = asyncio.ensure_future(flights.run("u", lambda: read(3), 8))  # generation moved
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(before, also_before, after) == [1, 1, 3]
+    assert started == [1, 3]
 
 
 def counting(engine: Engine, target: Any, name: str, counts: Counter[str]) -> None:

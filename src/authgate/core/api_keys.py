@@ -155,7 +155,8 @@ class ApiKeys:
         the read is in flight may not be in what it returns: then read again."""
         if key_hash in self.hot.no_api_key:
             return None
-        return await self._reads.run(key_hash, lambda: self._read_and_cache(key_hash))
+        return await self._reads.run(key_hash, lambda: self._read_and_cache(key_hash),
+                                     self.hot.generation)
 
     async def _read_and_cache(self, key_hash: str) -> ApiKeyRecord | None:
         for _ in range(3):

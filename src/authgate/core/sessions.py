@@ -170,7 +170,8 @@ class Sessions:
         read for all the requests that ask for it at once."""
         if key in self.hot.no_session:
             return None
-        return await self._reads.run(key, lambda: self._read_and_cache(key, now, cached))
+        return await self._reads.run(key, lambda: self._read_and_cache(key, now, cached),
+                                     self.hot.generation)
 
     async def _read_and_cache(self, key: str, now: float,
                               cached: SessionRecord | None) -> SessionRecord | None:

@@ -69,7 +69,8 @@ class Users:
         cached = self.hot.users.get(user_id)
         if cached is not None:
             return cached
-        return await self._reads.run(user_id, lambda: self._read_and_cache(user_id))
+        return await self._reads.run(user_id, lambda: self._read_and_cache(user_id),
+                                     self.hot.generation)
 
     async def _read_and_cache(self, user_id: str) -> User | None:
         generation = self.hot.generation
