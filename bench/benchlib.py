@@ -52,6 +52,12 @@ class BenchError(Exception):
 # -- processes ----------------------------------------------------------------------------
 
 
+def cpu_ticks(pid: int) -> int:
+    """A process's CPU time so far (utime + stime from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # fields 14 and 15
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

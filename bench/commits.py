@@ -34,17 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from authgate.cli import main; main()"
 
 
-def server_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15)
-
-
 def cpu_us_per_request(server: Server, path: str, headers: dict[str, str],
                        duration: float) -> float:
     ticks = os.sysconf("SC_CLK_TCK")
-    before = server_ticks(server.pid)
+    before = bl.cpu_ticks(server.pid)
     res = bl.run_wrk(server.url + path, connections=32, duration=duration, headers=headers)
-    used = server_ticks(server.pid) - before
+    used = bl.cpu_ticks(server.pid) - before
     if res.non2xx or not res.requests:
         raise BenchError(f"{server.name} {path}: {res.non2xx} non-2xx of {res.requests}")
     return used / ticks / res.requests * 1e6

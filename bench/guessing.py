@@ -73,11 +73,11 @@ def log_lines(server: Server) -> int:
 
 def flood(server: Server, script: Path, db_url: str, duration: float) -> dict[str, float]:
     bl.run_wrk(server.url + "/auth/me", connections=32, duration=1, script=script)  # warm-up
-    ticks_before = server_ticks(server.pid)
+    ticks_before = bl.cpu_ticks(server.pid)
     tx_before, redis_before = pg_transactions(db_url), redis_calls()
     lines_before = log_lines(server)
     res = bl.run_wrk(server.url + "/auth/me", connections=32, duration=duration, script=script)
-    used = server_ticks(server.pid) - ticks_before
+    used = bl.cpu_ticks(server.pid) - ticks_before
     time.sleep(1)  # the statistics collector is updated by the backends within ~0.5 s
     n = max(1, res.requests)
     return {"rps": res.rps, "p50": res.p50_ms, "p99": res.p99_ms, "non2xx": res.non2xx,
@@ -85,11 +85,6 @@ def flood(server: Server, script: Path, db_url: str, duration: float) -> dict[st
             "pg_per_req": (pg_transactions(db_url) - tx_before) / n,
             "redis_per_req": (redis_calls() - redis_before) / n,
             "log_per_req": (log_lines(server) - lines_before) / n}
-
-
-def server_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,11 @@ actor, and a revocation reaches the running servers through the revocation log."
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from authgate.cli.base import _run, config_option, main
-from authgate.errors import AuthGateError
+from authgate.cli.base import _run, config_option, main, user_named
 
 if TYPE_CHECKING:
     from authgate.gate import AuthGate
@@ -22,24 +20,6 @@ if TYPE_CHECKING:
 @main.group("api-keys")
 def api_keys() -> None:
     """Make, list and revoke users' API keys."""
-
-
-async def _user(gate: Any, username: str) -> Any:
-    user = await gate.users.user_by_name(username)
-    if user is None:
-        raise AuthGateError(f"no user named {username!r}")
-    return user
-
-
-def _iso(at: float | None) -> str | None:
-    return None if at is None else datetime.fromtimestamp(at, UTC).isoformat(
-        timespec="seconds").replace("+00:00", "Z")
-
-
-def _key_json(rec: Any) -> dict[str, Any]:
-    return {"id": rec.id, "name": rec.name, "scopes": list(rec.scopes),
-            "created_at": _iso(rec.created_at), "last_used_at": _iso(rec.last_used_at),
-            "expires_at": _iso(rec.expires_at)}
 
 
 @api_keys.command("create")
@@ -56,13 +36,15 @@ def api_keys_create(username: str, name: str, scopes: tuple[str, ...],
     """Make an API key for USERNAME and print it: it is shown this once (only its SHA-256
     is stored)."""
     async def job(gate: AuthGate) -> tuple[str, ApiKeyRecord]:
-        user = await _user(gate, username)
+        user = await user_named(gate, username)
         return await gate.api_keys.create(user, name, list(scopes) if scopes else None,
                                           expires_in, actor="operator")
 
     key, rec = _run(config, job)
     if as_json:
-        click.echo(json.dumps({"key": key, **_key_json(rec)}))
+        from authgate.web.api_key_routes import api_key_json  # the API's own JSON
+
+        click.echo(json.dumps({"key": key, **api_key_json(rec)}))
         return
     click.echo(key)
     click.echo(f"API key {rec.id} for {username} ({' '.join(rec.scopes) or 'no scopes'}): "
@@ -76,14 +58,16 @@ def api_keys_create(username: str, name: str, scopes: tuple[str, ...],
 def api_keys_list(username: str, as_json: bool, config: str | None) -> None:
     """List USERNAME's live API keys (never the keys themselves)."""
     async def job(gate: Any) -> list[Any]:
-        return list(await gate.api_keys.user_keys((await _user(gate, username)).id))
+        return list(await gate.api_keys.user_keys((await user_named(gate, username)).id))
 
     keys = _run(config, job)
+    from authgate.web.api_key_routes import api_key_json  # the API's own JSON
+
     if as_json:
-        click.echo(json.dumps([_key_json(k) for k in keys]))
+        click.echo(json.dumps([api_key_json(k) for k in keys]))
         return
     for k in keys:
-        row = _key_json(k)
+        row = api_key_json(k)
         click.echo("\t".join([k.id, k.name, " ".join(k.scopes) or "-", row["created_at"],
                               row["last_used_at"] or "never used",
                               row["expires_at"] or "no expiry"]))
@@ -102,7 +86,7 @@ def api_keys_revoke(username: str, key_id: str | None, every: bool,
         raise click.UsageError("give a KEY_ID or --all")
 
     async def job(gate: Any) -> int:
-        user = await _user(gate, username)
+        user = await user_named(gate, username)
         if key_id is None:
             return int(await gate.api_keys.revoke_all(user.id, actor="operator"))
         await gate.api_keys.revoke(user.id, key_id, actor="operator")

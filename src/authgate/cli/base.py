@@ -13,6 +13,7 @@ import click
 
 from authgate.clock import Clock, OffsetFileClock
 from authgate.errors import AuthGateError, ConfigError
+from authgate.models import User
 from authgate.settings import TEST_CLOCK_FILE, Settings, load_settings
 
 T = TypeVar("T")
@@ -40,6 +41,14 @@ def test_clock() -> Clock | None:
 
     path = os.environ.get(TEST_CLOCK_FILE)
     return OffsetFileClock(Path(path)) if path else None
+
+
+async def user_named(gate: Any, username: str) -> User:
+    """The user called ``username``, or the one-line error every command gives."""
+    user: User | None = await gate.users.user_by_name(username)
+    if user is None:
+        raise AuthGateError(f"no user named {username!r}")
+    return user
 
 
 def _run(config: str | None, job: Callable[[Any], Awaitable[T]], *,

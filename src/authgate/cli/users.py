@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from authgate.cli.base import _run, config_option, fail, main
-from authgate.errors import AuthGateError
+from authgate.cli.base import _run, config_option, fail, main, user_named
 
 
 @main.group()
@@ -78,10 +77,7 @@ def users_list(as_json: bool, config: str | None) -> None:
 def _with_user(config: str | None, username: str,
                action: Callable[[Any, Any], Awaitable[None]]) -> None:
     async def job(gate: Any) -> None:
-        user = await gate.users.user_by_name(username)
-        if user is None:
-            raise AuthGateError(f"no user named {username!r}")
-        await action(gate, user)
+        await action(gate, await user_named(gate, username))
 
     _run(config, job)
 
