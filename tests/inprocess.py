@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -140,14 +139,12 @@ class InProcessServer(ReadsTokens):
     def start(self) -> InProcessServer:
         import uvicorn
 
+        from authgate.cli.serve import bind
         from authgate.gate import AuthGate
         from authgate.web.app import create_server_app
 
         settings = self._load_settings()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        sock.listen(2048)
+        sock = bind("127.0.0.1", self.port)  # as `authgate serve` binds
         ready = threading.Event()
 
         def run() -> None:

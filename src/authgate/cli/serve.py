@@ -37,7 +37,7 @@ def serve(host: str, port: int, workers: int, config: str | None) -> None:
         # through on a public listener.
         fail(f"PASSWORD_HASH_PRESET=test is for tests: serve it on a loopback address, not "
              f"{host}", 2)
-    sock = _bind(host, port)
+    sock = bind(host, port)
     listening = f"http://{_url_host(host)}:{sock.getsockname()[1]}"
     if "public_url" not in settings.model_fields_set:
         # Where the server listens is where browsers go, unless told otherwise: the Origin
@@ -96,7 +96,9 @@ async def _preflight(gate: Any) -> None:
     (database reachable and migrated, keys loaded, Redis reachable when configured)."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket of `authgate serve` (and of the test suite's in-process server);
+    a clean CLI line when the address cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -106,6 +108,11 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         reason = "port in use" if exc.errno == 98 else (exc.strerror or str(exc))
         fail(f"cannot listen on {host}:{port}: {reason}")
+    # Responses go out at once: without TCP_NODELAY a response written in two parts waits
+    # for the client's delayed ACK (40 ms on Linux). uvloop sets it on each connection;
+    # asyncio's loop (uvicorn without uvloop) does not, for a socket made with proto 0 as
+    # this one. Accepted connections inherit it from the listening socket.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
