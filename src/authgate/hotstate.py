@@ -15,6 +15,7 @@ import asyncio
 import heapq
 import logging
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -30,6 +31,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 MISSING = object()
+_monotonic = time.monotonic
 
 
 class BoundedCache(Generic[K, V]):
@@ -84,6 +86,32 @@ class BoundedCache(Generic[K, V]):
     def expire(self, predicate: Callable[[V], bool]) -> None:
         for key in [k for k, v in self._data.items() if predicate(v)]:
             self.pop(key)
+
+
+class Memo(Generic[V]):
+    """What was last made for a credential (a :class:`~authgate.models.Principal`), reused
+    while the three objects it was made from are the very same ones: a record, a user
+    (replaced, never changed, when the user changes) and a detail (the session's sign-in
+    methods, a token's transport). Saves building it on every request. At most
+    ``capacity`` entries; past that all are dropped and made again."""
+
+    __slots__ = ("_made", "capacity")
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._made: dict[str, tuple[object, object, object, V]] = {}
+
+    def get(self, key: str, a: object, b: object, c: object) -> V | None:
+        made = self._made.get(key)
+        if made is not None and made[0] is a and made[1] is b and made[2] is c:
+            return made[3]
+        return None
+
+    def put(self, key: str, a: object, b: object, c: object, value: V) -> V:
+        if len(self._made) >= self.capacity:
+            self._made.clear()
+        self._made[key] = (a, b, c, value)
+        return value
 
 
 class SingleFlight(Generic[K, V]):
@@ -164,6 +192,8 @@ class HotState:
         # The Redis session-cache epoch the database vouches for (see store/redis_backend.py).
         self.redis_epoch = 0
         self._fresh: dict[str, float] = {"db": 0.0}
+        #: until when every source counts as fresh (monotonic): one comparison per request
+        self.fresh_until = 0.0
         self._refreshers: dict[str, Callable[[], Awaitable[None]]] = {"db": self.poll}
         self._catching_up: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -222,19 +252,22 @@ class HotState:
 
     def add_source(self, name: str, refresher: Callable[[], Awaitable[None]]) -> None:
         """Another place revocations come from; ``refresher`` checks it on demand."""
-        self._fresh[name] = _monotonic()
         self._refreshers[name] = refresher
+        self.mark_fresh(name)
 
     def mark_fresh(self, source: str) -> None:
         """``source`` (``db``, ``redis``) was reachable just now."""
         self._fresh[source] = _monotonic()
+        self.fresh_until = min(self._fresh.values()) + self.stale_after
 
     async def ensure_fresh(self) -> None:
         """Make sure no revocation source has been silent for longer than ``stale_after``.
 
-        Normally a dictionary look-up. When the background loop fell behind (an overloaded
-        event loop), the request catches up itself, once for all concurrent requests; only
-        if the source cannot be read does it raise :class:`BackendUnavailable` (503)."""
+        The request path first compares ``time.monotonic()`` with :attr:`fresh_until` and
+        awaits this only once that has passed. When the background loop fell behind (an
+        overloaded event loop), the request catches up itself, once for all concurrent
+        requests; only if the source cannot be read does it raise
+        :class:`BackendUnavailable` (503)."""
         now = _monotonic()
         if now - min(self._fresh.values()) <= self.stale_after:
             return
@@ -303,7 +336,3 @@ class HotState:
             if table.get(key, 0.0) <= until:
                 table.pop(key, None)
 
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()

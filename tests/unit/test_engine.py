@@ -329,3 +329,36 @@ def test_engine_imports_no_web_framework() -> None:
             "sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_a_principal_is_reused_only_while_nothing_it_says_has_changed(
+        make_engine: EngineFactory) -> None:
+    """The request path reuses the principal it made for a credential (no rebuild per
+    request) only while the record and the user are the very same: a role change, a
+    disabled user or a revoked key is seen on the next request."""
+    engine = await make_engine(role_scopes={"user": ["profile"],
+                                            "admin": ["profile", "reports:read"]})
+    assert engine.api_keys is not None
+    user = await engine.users.create_user("rita", PW, ["user"])
+    value, _, _ = await engine.sessions.login("rita", PW)
+    pair = await engine.grants.password_grant("rita", PW)
+    key, _ = await engine.api_keys.create(user, "ci", ["profile"])
+    session = await engine.sessions.session_principal(value)
+    token = await engine.grants.token_principal(pair.access_token)
+    api_key = await engine.api_keys.principal(key)
+    assert session is await engine.sessions.session_principal(value)
+    assert token is await engine.grants.token_principal(pair.access_token)
+    assert api_key is await engine.api_keys.principal(key)
+
+    await engine.users.set_roles(user, ["admin"])
+    after = await engine.sessions.session_principal(value)
+    assert after is not None and after is not session and after.user.roles == ("admin",)
+    assert session is not None and after.scopes != session.scopes
+    with pytest.raises(InvalidToken):  # issued with the old roles
+        await engine.grants.token_principal(pair.access_token)
+    assert (await engine.api_keys.principal(key)).user.roles == ("admin",)
+
+    await engine.users.set_disabled(after.user, True)
+    assert await engine.sessions.session_principal(value) is None
+    with pytest.raises(InvalidToken):
+        await engine.api_keys.principal(key)

@@ -21,6 +21,7 @@ import secrets
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import Any
 
 from authgate.clock import Clock
@@ -38,7 +39,7 @@ from authgate.errors import (
     TooManyApiKeys,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState, SingleFlight
+from authgate.hotstate import HotState, Memo, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import ApiKeyRecord, Principal, SignInEntry, User
 from authgate.store.records import Records
@@ -79,6 +80,7 @@ class ApiKeys:
     touch_interval: float = TOUCH_INTERVAL
     flush_interval: float = FLUSH_INTERVAL
     _used: dict[str, float] = field(default_factory=dict, init=False)
+    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per key
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _reads: SingleFlight[str, ApiKeyRecord | None] = field(default_factory=SingleFlight,
                                                             init=False)
@@ -122,7 +124,8 @@ class ApiKeys:
         """The principal behind an API key, or :class:`InvalidToken` (the same refusal as
         for a bad access token). Usually no I/O at all; ``load=False``: none at all
         (:class:`Uncached` when this process does not hold it)."""
-        await self.hot.ensure_fresh()
+        if monotonic() > self.hot.fresh_until:  # a revocation source fell silent
+            await self.hot.ensure_fresh()
         if not key.startswith(PREFIX) or len(key) > 128:
             raise InvalidToken(reason="malformed API key")
         key_hash = digest(key)
@@ -148,7 +151,9 @@ class ApiKeys:
             allowed = self.role_scopes(user.roles, True)
             rec.effective = tuple(s for s in rec.scopes if s in allowed)
             rec.effective_for = user.roles
-        return Principal(user=user, auth="api_key", scopes=rec.effective, api_key=rec)
+        return self._principals.get(key_hash, rec, user, rec.effective) or \
+            self._principals.put(key_hash, rec, user, rec.effective, Principal(
+                user=user, auth="api_key", scopes=rec.effective, api_key=rec))
 
     async def _load(self, key_hash: str) -> ApiKeyRecord | None:
         """A key this process has not seen: from the database. A revocation applied while

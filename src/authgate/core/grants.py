@@ -17,7 +17,7 @@ from authgate.core.signin import SignIn
 from authgate.core.users import Users
 from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken
 from authgate.events import Events
-from authgate.hotstate import HotState
+from authgate.hotstate import HotState, Memo
 from authgate.keys import KeyRing
 from authgate.metrics import Metrics
 from authgate.models import Principal, Revocation, TokenFamily, TokenPair, User
@@ -53,6 +53,7 @@ class Grants:
     api_keys: ApiKeys | None = None
     passkeys: Passkeys | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
+    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per token
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
                              ip: str = "", user_agent: str = "",
@@ -189,7 +190,8 @@ class Grants:
         """Verify an access token and check it is not revoked. Raises :class:`InvalidToken`.
         A token verified before is not verified again until its ``exp``; the revocation
         checks run every time, from memory."""
-        await self.hot.ensure_fresh()
+        if time.monotonic() > self.hot.fresh_until:  # a revocation source fell silent
+            await self.hot.ensure_fresh()
         now = self.clock.now()
         claims = self.hot.verified.get(token)
         self.metrics.count("cache_lookups", "token:miss" if claims is None else "token:hit")
@@ -205,6 +207,9 @@ class Grants:
                 self.hot.revoked_families:
             raise InvalidToken(reason="revoked")
         user = await self.users.get_user(claims["sub"])
+        made = self._principals.get(token, claims, user, via_cookie)
+        if made is not None:  # the checks below passed for these very claims and user
+            return made
         if user is None or user.disabled:
             raise InvalidToken(reason="user disabled or deleted")
         if claims["iat"] < user.tokens_valid_after:
@@ -213,8 +218,9 @@ class Grants:
             raise InvalidToken(reason="roles changed")
         scopes = tuple(claims.get("scope", "").split())
         csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
-        return Principal(user=user, auth="token", scopes=scopes, claims=claims,
-                         csrf_token=csrf, via_cookie=via_cookie)
+        return self._principals.put(token, claims, user, via_cookie, Principal(
+            user=user, auth="token", scopes=scopes, claims=claims, csrf_token=csrf,
+            via_cookie=via_cookie))
 
     def token_csrf(self, family_id: str) -> str:
         """The CSRF value of a token family whose tokens travel in cookies: an HMAC of the

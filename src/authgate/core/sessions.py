@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from authgate.clock import Clock
@@ -19,7 +20,7 @@ from authgate.errors import (
     WrongPassword,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState, SingleFlight
+from authgate.hotstate import HotState, Memo, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, User
 from authgate.settings import Settings
@@ -57,6 +58,7 @@ class Sessions:
     _touches: dict[str, float] = field(default_factory=dict, init=False)
     _reads: SingleFlight[str, SessionRecord | None] = field(default_factory=SingleFlight,
                                                              init=False)
+    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per cookie
 
     def __post_init__(self) -> None:
         # Other workers judge idleness from the stored last-seen, which lags by up to this
@@ -141,7 +143,8 @@ class Sessions:
         ``load=False``: none at all (:class:`Uncached` when this process does not hold it)."""
         if not cookie_value or len(cookie_value) > 128:
             return None
-        await self.hot.ensure_fresh()
+        if monotonic() > self.hot.fresh_until:  # a revocation source fell silent
+            await self.hot.ensure_fresh()
         key = digest(cookie_value)
         now = self.clock.now()
         rec = self.hot.sessions.get(key)
@@ -159,9 +162,11 @@ class Sessions:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often,
             rec.written_at = now  # and off the request (write-behind: flush_touches)
             self._touches[rec.id] = now
-        return Principal(user=user, auth="session",
-                         scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
-                         session=rec, csrf_token=rec.csrf_token, via_cookie=True)
+        return self._principals.get(key, rec, user, rec.amr) or self._principals.put(
+            key, rec, user, rec.amr,
+            Principal(user=user, auth="session",
+                      scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
+                      session=rec, csrf_token=rec.csrf_token, via_cookie=True))
 
     async def _load_session(self, key: str, now: float,
                             cached: SessionRecord | None) -> SessionRecord | None:

@@ -23,7 +23,8 @@ from authgate.web.http import (
     check_csrf,
     check_origin,
     client_ip,
-    get_cookie,
+    cookie_value,
+    credential_headers,
     raw_header,
 )
 
@@ -31,7 +32,10 @@ Accept = Literal["any", "session", "token"]
 
 
 def bearer_token(conn: HTTPConnection) -> str | None:
-    header = raw_header(conn, b"authorization")
+    return _bearer(raw_header(conn, b"authorization"))
+
+
+def _bearer(header: str | None) -> str | None:
     if not header:
         return None
     scheme, _, value = header.partition(" ")
@@ -55,12 +59,13 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
     principal: Principal | None = None
     refused: str | None = None  # why a credential that was sent did not count (for the log)
     try:
-        token = bearer_token(conn) if accept != "session" else None
+        authorization, cookie = credential_headers(conn)
+        token = _bearer(authorization) if accept != "session" else None
         if token is not None:
             principal = await (engine.api_keys.principal(token, load=not wait)
                                if token.startswith("ag_")  # an API key
                                else engine.grants.token_principal(token))
-        elif accept != "session" and (at_cookie := get_cookie(conn, engine.cookie_names[1])):
+        elif accept != "session" and (at_cookie := cookie_value(cookie, engine.cookie_names[1])):
             try:
                 principal = await engine.grants.token_principal(at_cookie, via_cookie=True)
             except InvalidToken as bad:
@@ -68,7 +73,7 @@ async def authenticate(engine: Engine, conn: HTTPConnection, accept: Accept = "a
                     raise
                 refused = f"access-token cookie: {bad.reason}"
         if principal is None and accept != "token":
-            value = get_cookie(conn, engine.cookie_names[0])
+            value = cookie_value(cookie, engine.cookie_names[0])
             if value:
                 principal = await engine.sessions.session_principal(value, load=not wait)
                 if principal is None:

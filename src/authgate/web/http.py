@@ -61,9 +61,27 @@ def raw_header(conn: HTTPConnection, name: bytes) -> str | None:
     return found
 
 
+def credential_headers(conn: HTTPConnection) -> tuple[str | None, str | None]:
+    """``Authorization`` (the first) and ``Cookie`` (repeated ones joined), as
+    :func:`raw_header` finds them, in one pass over the headers."""
+    authorization: str | None = None
+    cookie: str | None = None
+    for key, value in conn.scope["headers"]:
+        if key == b"cookie":
+            text = value.decode("latin-1")
+            cookie = text if cookie is None else f"{cookie}; {text}"
+        elif key == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+    return authorization, cookie
+
+
 def get_cookie(conn: HTTPConnection, name: str) -> str | None:
     """One cookie's value from the raw header; None when absent or unparseable."""
-    header = raw_header(conn, b"cookie")
+    return cookie_value(raw_header(conn, b"cookie"), name)
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """One cookie's value from a ``Cookie`` header; None when absent or unparseable."""
     if not header or name not in header:
         return None
     return _cookie_value(header, name)
