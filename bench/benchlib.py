@@ -52,10 +52,15 @@ class BenchError(Exception):
 # -- processes ----------------------------------------------------------------------------
 
 
-def cpu_ticks(pid: int) -> int:
-    """A process's CPU time so far (utime + stime from /proc, in clock ticks)."""
+def cpu_times(pid: int) -> tuple[int, int]:
+    """A process's (user, system) CPU time so far (utime, stime from /proc, clock ticks)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15
+    return int(fields[11]), int(fields[12])  # fields 14 and 15
+
+
+def cpu_ticks(pid: int) -> int:
+    """A process's CPU time so far (utime + stime, in clock ticks)."""
+    return sum(cpu_times(pid))
 
 
 def free_port() -> int:

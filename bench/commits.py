@@ -14,7 +14,9 @@ code (a path can run the same instructions more slowly in a bigger process).
 ``AUTHGATE_ACCESS_LOG=false`` is set for revisions where the access log was on by default.
 
 Prints a markdown table (median of the rounds; ``me - healthz`` is what authentication and
-the answer add to the cheapest computed route).
+the answer add to the cheapest computed route; ``/auth/me`` also as user + system time: a
+slower server leaves wrk idle more often and pays kernel time to wake it for each answer,
+so system time per request grows with user time).
 """
 
 from __future__ import annotations
@@ -35,17 +37,20 @@ RUNNER = "import sys; sys.path.insert(0, sys.argv.pop(1)); from authgate.cli imp
 
 
 def cpu_us_per_request(server: Server, path: str, headers: dict[str, str],
-                       duration: float) -> float:
-    ticks = os.sysconf("SC_CLK_TCK")
-    before = bl.cpu_ticks(server.pid)
+                       duration: float) -> tuple[float, float]:
+    """(user, system) µs of server CPU per request."""
+    per = os.sysconf("SC_CLK_TCK") / 1e6
+    user, system = bl.cpu_times(server.pid)
     res = bl.run_wrk(server.url + path, connections=32, duration=duration, headers=headers)
-    used = bl.cpu_ticks(server.pid) - before
+    user_after, system_after = bl.cpu_times(server.pid)
     if res.non2xx or not res.requests:
         raise BenchError(f"{server.name} {path}: {res.non2xx} non-2xx of {res.requests}")
-    return used / ticks / res.requests * 1e6
+    return ((user_after - user) / per / res.requests,
+            (system_after - system) / per / res.requests)
 
 
-def measure(rev: str, scratch: Path, rounds: int, duration: float) -> dict[str, list[float]]:
+def measure(rev: str, scratch: Path, rounds: int,
+            duration: float) -> dict[str, list[tuple[float, float]]]:
     tree = Path(tempfile.mkdtemp(prefix=f"tree-{rev}-", dir=scratch)) / "src-tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), rev],
                    check=True, capture_output=True)
@@ -65,7 +70,7 @@ def measure(rev: str, scratch: Path, rounds: int, duration: float) -> dict[str, 
         try:
             cookie, _ = bl.authgate_login(server.url)
             name = "__Host-authgate"
-            out: dict[str, list[float]] = {"healthz": [], "me": []}
+            out: dict[str, list[tuple[float, float]]] = {"healthz": [], "me": []}
             for _ in range(rounds):
                 out["healthz"].append(cpu_us_per_request(server, "/healthz", {}, duration))
                 out["me"].append(cpu_us_per_request(
@@ -92,15 +97,18 @@ def main(argv: list[str] | None = None) -> int:
                                     "--format=%h %ad %s", "--date=format:%Y-%m-%d %H:%M", rev],
                                    check=True, capture_output=True, text=True).stdout.strip()
             got = measure(rev, scratch, args.rounds, args.duration)
-            h, m = bl.median(got["healthz"]), bl.median(got["me"])
+            h = bl.median(u + s for u, s in got["healthz"])
+            m = bl.median(u + s for u, s in got["me"])
+            m_user = bl.median(u for u, _ in got["me"])
+            m_sys = bl.median(s for _, s in got["me"])
             sha, day, clock, subject = [*short.split(" ", 3), ""][:4]
             rows.append([f"`{sha}`", f"{day} {clock}", subject[:60], f"{h:.1f}", f"{m:.1f}",
-                         f"{m - h:+.1f}"])
+                         f"{m - h:+.1f}", f"{m_user:.1f} + {m_sys:.1f}"])
             bl.log(f"{sha}: healthz {h:.1f} µs, /auth/me {m:.1f} µs")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(bl.md_table(["commit", "date", "subject", "/healthz µs", "/auth/me µs",
-                       "me - healthz"], rows, "lllrrr"))
+                       "me - healthz", "/auth/me user + system µs"], rows, "lllrrrr"))
     return 0
 
 
