@@ -407,3 +407,19 @@ def test_the_passkey_grant_gives_tokens_without_a_password(server: Server) -> No
     r = t.post("/auth/token", data={"grant_type": "password", "username": username,
                                     "password": password, "passkey": assertion})
     assert r.status_code == 400 and r.json()["error"] == "invalid_request"
+
+
+def test_an_operator_mfa_reset_removes_the_passkeys_too(server: Server) -> None:
+    """`users mfa-reset` is what an operator runs for a lost device: a passkey on it would
+    still sign in without a password, so the passkeys go with the app; the user signs in
+    with the password and sees none left."""
+    c, username, password = signed_in(server)
+    auth = SoftAuthenticator(server.url)
+    add_passkey(server, c, auth, name="lost phone")
+    done = server.cli("users", "mfa-reset", username)
+    assert done.returncode == 0, done.stderr
+    assert passkey_login(server.client(), auth.get(login_options(server.client()))
+                         ).status_code == 401
+    again = server.client()
+    assert again.login(username, password).status_code == 200
+    assert again.get("/auth/passkeys").json()["passkeys"] == []

@@ -180,6 +180,18 @@ async def test_passkeys_are_unique_owned_and_their_counter_moves_once(
     assert await records.passkey_by_credential("cred-a") is None
 
 
+async def test_all_of_a_users_passkeys_are_deleted_and_only_theirs(
+        record_db: Database) -> None:
+    records, now = await store(record_db, "u1", "u2"), time.time()
+    for name, owner in (("a", "u1"), ("b", "u1"), ("c", "u2")):
+        assert await records.add_passkey(passkey(name, owner, now))
+    gone = await records.delete_user_passkeys("u1")
+    assert sorted(k.name for k in gone) == ["a", "b"]
+    assert await records.user_passkeys("u1") == []
+    assert [k.id for k in await records.user_passkeys("u2")] == ["p-c"]
+    assert await records.delete_user_passkeys("u1") == []
+
+
 async def test_a_passkey_challenge_is_taken_once_bound_and_unexpired(
         record_db: Database) -> None:
     records, now = await store(record_db, "u1"), time.time()

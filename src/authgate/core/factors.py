@@ -221,15 +221,26 @@ class Factors:
             await self.notices.factor_changed(user.id, "removed", "totp")
 
     async def reset(self, user: User, *, actor: str | Actor = "operator") -> None:
-        """An operator's (or admin's) removal (``authgate users mfa-reset``): the factors
-        go, and every session and token of the user ends (whoever holds them may be who
-        took the app)."""
+        """An operator's (or admin's) removal (``authgate users mfa-reset``) of a lost
+        device's sign-in methods: the authenticator app, the recovery codes and the
+        passkeys go (a passkey on a lost phone signs in without a password), and every
+        session and token of the user ends (whoever holds them may be who took the
+        device)."""
         assert self.revocations is not None
         had = await self.records.delete_factors(user.id)
+        passkeys = await self.records.delete_user_passkeys(user.id)
         await self.revocations.everything_of(user.id)
         self.events.emit("mfa.disabled", user_id=user.id, actor=actor, method="reset")
-        if had and self.notices is not None:
+        for key in passkeys:
+            self.events.emit("passkey.removed", user_id=user.id, actor=actor,
+                             passkey_id=key.id)
+        if self.notices is None:
+            return
+        if had:
             await self.notices.factor_changed(user.id, "removed", "totp", by_operator=True)
+        for key in passkeys:
+            await self.notices.factor_changed(user.id, "removed", "passkey", key.name,
+                                              by_operator=True)
 
     # -- codes ------------------------------------------------------------------------------
 

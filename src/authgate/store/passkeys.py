@@ -111,6 +111,15 @@ class PasskeyRecords(SqlArea):
             await conn.execute(pk.delete().where(pk.c.id == passkey_id))
         return _passkey(row)
 
+    async def delete_user_passkeys(self, user_id: str) -> list[Passkey]:
+        """Delete every passkey of the user; the deleted records."""
+        pk = t.passkeys
+        async with self.db.write() as conn:
+            rows = (await conn.execute(sa.select(pk).where(pk.c.user_id == user_id))
+                    ).mappings().all()
+            await conn.execute(pk.delete().where(pk.c.user_id == user_id))
+        return [_passkey(row) for row in rows]
+
     async def use_passkey(self, passkey_id: str, old_count: int, new_count: int,
                           backed_up: bool, now: float) -> bool:
         """Record a use: the new counter, only if the stored one is still ``old_count`` (of

@@ -227,6 +227,8 @@ class PasskeyStore(Protocol):
 
     async def delete_passkey(self, user_id: str, passkey_id: str) -> Passkey | None: ...
 
+    async def delete_user_passkeys(self, user_id: str) -> list[Passkey]: ...
+
     async def use_passkey(self, passkey_id: str, old_count: int, new_count: int,
                           backed_up: bool, now: float) -> bool:
         """Atomically: the counter moves from ``old_count`` (else False: a parallel use)."""
