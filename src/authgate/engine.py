@@ -127,7 +127,7 @@ class Engine:
                              self.metrics, self.macs, settings.require_verified_email)
         self.notices = FactorNotices(settings, self.clock, self.records)
         self.passkeys = Passkeys(settings, self.clock, self.records, self.signin,
-                                 self.events, self.notices, self.macs)
+                                 self.events, self.notices, self.macs, self.revocations)
         self.factors = Factors(settings, self.clock, self.records, self.signin,
                                self.throttle, self.events, self.revocations,
                                passkeys=self.passkeys, notices=self.notices)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.blackbox.support import signed_in
+from tests.blackbox.support import eventually, signed_in
 from tests.blackbox.test_mfa import MFA_GRANT, claims_of, enrolled
 from tests.conftest import Server
 from tests.helpers import AuthClient
@@ -423,3 +423,25 @@ def test_an_operator_mfa_reset_removes_the_passkeys_too(server: Server) -> None:
     again = server.client()
     assert again.login(username, password).status_code == 200
     assert again.get("/auth/passkeys").json()["passkeys"] == []
+
+
+def test_deleting_a_passkey_ends_the_other_sign_ins(server: Server) -> None:
+    """A passkey on a lost device signs in alone. When the owner deletes it, the sessions
+    and token families it may have made end with every other one of the user's (as after
+    a password change); the owner's own session stays."""
+    owner, username, password = signed_in(server)
+    auth = SoftAuthenticator(server.url)
+    key = add_passkey(server, owner, auth, name="lost phone")
+    thief = server.client()
+    assert passkey_login(thief, auth.get(login_options(thief))).status_code == 200
+    laptop, _, _ = signed_in(server, username, password)
+    tokens = server.client().post("/auth/token", data={
+        "grant_type": "password", "username": username, "password": password}).json()
+    assert thief.get("/auth/me").status_code == 200
+    assert owner.unsafe("DELETE", f"/auth/passkeys/{key['id']}").status_code == 204
+    assert owner.get("/auth/me").status_code == 200
+    for other in (thief, laptop):
+        assert eventually(lambda c=other: c.get("/auth/me").status_code == 401, within=5)
+    refreshed = server.client().post("/auth/token", data={
+        "grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert refreshed.status_code == 400, refreshed.text

@@ -50,6 +50,7 @@ from authgate.clock import Clock
 from authgate.core.credentials import Macs, digest, new_id
 from authgate.core.notices import FactorNotices
 from authgate.core.passkey_parsing import PARSE_ERRORS, b64url, parse_assertion, parse_attestation
+from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.errors import (
     EmailNotVerified,
@@ -93,6 +94,7 @@ class Passkeys:
     events: Events
     notices: FactorNotices
     macs: Macs
+    revocations: Revocations
 
     # -- the relying party ----------------------------------------------------------------
 
@@ -232,13 +234,19 @@ class Passkeys:
 
     async def delete(self, principal: Principal, passkey_id: Any, ip: str = "") -> None:
         """Delete one of the caller's passkeys (a sign-in within :data:`FRESH_SIGN_IN`:
-        a stolen session alone cannot take away the owner's way back in)."""
+        a stolen session alone cannot take away the owner's way back in). Every other
+        session and token family of the user ends, as after a password change: the
+        sign-ins made with it (on a lost device, say) are not told apart from the rest."""
         self._fresh(principal)
         if not isinstance(passkey_id, str) or len(passkey_id) > 64:
             raise NotFound("no such passkey")
         gone = await self.records.delete_passkey(principal.user.id, passkey_id)
         if gone is None:
             raise NotFound("no such passkey")
+        await self.revocations.others_of(
+            principal.user.id,
+            keep_session=principal.session.id if principal.session else None,
+            keep_family=(principal.claims or {}).get("sid"))
         self.events.emit("passkey.removed", user_id=principal.user.id, ip=ip,
                          passkey_id=gone.id)
         await self.notices.factor_changed(principal.user.id, "removed", "passkey", gone.name)

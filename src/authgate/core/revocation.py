@@ -51,6 +51,16 @@ class Revocations:
             events += await self.records.revoke_families(now, family_id=claims["sid"])
         await self.publish(events)
 
+    async def others_of(self, user_id: str, *, keep_session: str | None = None,
+                        keep_family: str | None = None) -> None:
+        """End every session and token family of a user but the caller's own (a password
+        changed, a sign-in method removed: who else holds one may be who took it)."""
+        now = self.clock.now()
+        events: list[Revocation] = []
+        events += await self.records.delete_sessions(now, user_id=user_id, keep=keep_session)
+        events += await self.records.revoke_families(now, user_id=user_id, keep=keep_family)
+        await self.publish([*events, Revocation("user", user_id)])
+
     async def everything_of(self, user_id: str, **user_values: Any) -> None:
         """End every session, token family and access token of a user (and store
         ``user_values`` on the user in the same step: ``disabled=True``)."""

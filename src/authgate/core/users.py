@@ -135,10 +135,8 @@ class Users:
         now = self.clock.now()
         await self.records.update_user(user.id, password_hash=new_hash)
         await self.records.end_mail_tokens(user.id, "reset", now)
-        events: list[Revocation] = []
-        events += await self.records.delete_sessions(now, user_id=user.id, keep=keep_session)
-        events += await self.records.revoke_families(now, user_id=user.id, keep=keep_family)
-        await self.revocations.publish([*events, Revocation("user", user.id)])
+        await self.revocations.others_of(user.id, keep_session=keep_session,
+                                         keep_family=keep_family)
         self.events.emit("password.changed", user_id=user.id,
                          actor=actor or ("user" if keep_session or keep_family else "operator"))
 
