@@ -92,7 +92,8 @@ class Memo(Generic[V]):
     """What was last made for a credential (a :class:`~authgate.models.Principal`), reused
     while the three objects it was made from are the very same ones: a record, a user
     (replaced, never changed, when the user changes) and a detail (the session's sign-in
-    methods, a token's transport). Saves building it on every request. At most
+    methods, a token's transport, an API key's effective scopes). Saves building it on
+    every request. At most
     ``capacity`` entries; past that all are dropped and made again."""
 
     __slots__ = ("_made", "capacity")
