@@ -45,25 +45,20 @@ class PrivateJSON(Response):
 
 
 def raw_header(conn: HTTPConnection, name: bytes) -> str | None:
-    """One request header straight from the ASGI scope (``name`` lower-case), skipping
-    Starlette's ``Headers`` object on the per-request path; repeated ``Cookie`` headers
-    (HTTP/2) are joined."""
-    found: str | None = None
+    """The first of one request header straight from the ASGI scope (``name`` lower-case),
+    skipping Starlette's ``Headers`` object on the per-request path (``Cookie``: see
+    :func:`credential_headers`)."""
+    key: bytes
+    value: bytes
     for key, value in conn.scope["headers"]:
         if key == name:
-            text = value.decode("latin-1")
-            if found is None:
-                found = text
-            elif name == b"cookie":
-                found = f"{found}; {text}"
-            else:
-                break
-    return found
+            return value.decode("latin-1")
+    return None
 
 
 def credential_headers(conn: HTTPConnection) -> tuple[str | None, str | None]:
-    """``Authorization`` (the first) and ``Cookie`` (repeated ones joined), as
-    :func:`raw_header` finds them, in one pass over the headers."""
+    """``Authorization`` (the first) and ``Cookie`` (repeated ones joined, as HTTP/2 sends
+    them) in one pass over the headers."""
     authorization: str | None = None
     cookie: str | None = None
     for key, value in conn.scope["headers"]:
@@ -77,7 +72,7 @@ def credential_headers(conn: HTTPConnection) -> tuple[str | None, str | None]:
 
 def get_cookie(conn: HTTPConnection, name: str) -> str | None:
     """One cookie's value from the raw header; None when absent or unparseable."""
-    return cookie_value(raw_header(conn, b"cookie"), name)
+    return cookie_value(credential_headers(conn)[1], name)
 
 
 def cookie_value(header: str | None, name: str) -> str | None:
