@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 
 from authgate.clock import Clock
 from authgate.errors import BackendUnavailable
-from authgate.models import ApiKeyRecord, Revocation, SessionRecord, User
+from authgate.models import ApiKeyRecord, Principal, Revocation, SessionRecord, User
 from authgate.store.protocols import RevocationLog
 from authgate.tasks import cancel
 
@@ -46,6 +46,8 @@ class BoundedCache(Generic[K, V]):
         self._data: OrderedDict[K, V] = OrderedDict()
         self._sizes: dict[K, int] = {}
         self.bytes = 0
+        #: dicts keyed like this cache that lose a key when it does (see :class:`Memo`)
+        self.linked: list[dict[K, Any]] = []
 
     def get(self, key: K) -> V | None:
         value = self._data.get(key)
@@ -70,15 +72,21 @@ class BoundedCache(Generic[K, V]):
                 self.max_bytes is not None and self.bytes > self.max_bytes):
             old, _ = self._data.popitem(last=False)
             self.bytes -= self._sizes.pop(old, 0)
+            for linked in self.linked:
+                linked.pop(old, None)
 
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
         self.bytes -= self._sizes.pop(key, 0)
+        for linked in self.linked:
+            linked.pop(key, None)
 
     def clear(self) -> None:
         self._data.clear()
         self._sizes.clear()
         self.bytes = 0
+        for linked in self.linked:
+            linked.clear()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -93,14 +101,20 @@ class Memo(Generic[V]):
     while the three objects it was made from are the very same ones: a record, a user
     (replaced, never changed, when the user changes) and a detail (the session's sign-in
     methods, a token's transport, an API key's effective scopes). Saves building it on
-    every request. At most
-    ``capacity`` entries; past that all are dropped and made again."""
+    every request.
 
-    __slots__ = ("_made", "capacity")
+    It holds an entry only while ``cache`` (the records' cache) holds its key, and loses it
+    when the cache does: no bound of its own, no memory past the cache's, and no churn of
+    its own. (A memo of its own size, cleared when full, rebuilt its entries all the time
+    once more credentials were active than it held, and those short-lived objects set off a
+    full garbage collection every few seconds: ~200 ms pauses with 100,000 cached sessions.)"""
 
-    def __init__(self, capacity: int = 10_000) -> None:
-        self.capacity = capacity
+    __slots__ = ("_cache", "_made")
+
+    def __init__(self, cache: BoundedCache[str, Any]) -> None:
+        self._cache = cache
         self._made: dict[str, tuple[object, object, object, V]] = {}
+        cache.linked.append(self._made)
 
     def get(self, key: str, a: object, b: object, c: object) -> V | None:
         made = self._made.get(key)
@@ -109,10 +123,12 @@ class Memo(Generic[V]):
         return None
 
     def put(self, key: str, a: object, b: object, c: object, value: V) -> V:
-        if len(self._made) >= self.capacity:
-            self._made.clear()
-        self._made[key] = (a, b, c, value)
+        if key in self._cache:  # else it could never be dropped with it
+            self._made[key] = (a, b, c, value)
         return value
+
+    def __len__(self) -> int:
+        return len(self._made)
 
 
 class SingleFlight(Generic[K, V]):
@@ -161,6 +177,14 @@ def _entry_size(key: Any, value: Any) -> int:
     return total
 
 
+MEMO_ENTRY_BYTES = 350  # a memo entry: its dict slot, the 4-tuple, the Principal, its scopes
+
+
+def _token_entry_size(key: Any, value: Any) -> int:
+    """A verified token's claims and, since it goes when they go, its principal memo."""
+    return _entry_size(key, value) + MEMO_ENTRY_BYTES
+
+
 VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB (TOKEN_CACHE_MB's default)
 
 
@@ -180,7 +204,11 @@ class HotState:
         self.api_keys: BoundedCache[str, ApiKeyRecord] = BoundedCache(capacity)
         self.no_api_key: BoundedCache[str, bool] = BoundedCache(capacity)
         self.verified: BoundedCache[str, dict[str, Any]] = BoundedCache(
-            capacity, max_bytes=token_cache_bytes)
+            capacity, max_bytes=token_cache_bytes, size=_token_entry_size)
+        #: the principal last made per cached session / verified token / API key
+        self.session_principals: Memo[Principal] = Memo(self.sessions)
+        self.token_principals: Memo[Principal] = Memo(self.verified)
+        self.api_key_principals: Memo[Principal] = Memo(self.api_keys)
         self.revoked_families: dict[str, float] = {}
         self.denied_jtis: dict[str, float] = {}
         self.family_ttl = 0.0

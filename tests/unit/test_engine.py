@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from authgate.errors import (
     Throttled,
     UsernameTaken,
 )
+from authgate.models import SessionRecord
 from authgate.store import schema as t
 from tests.unit.conftest import EngineFactory
 
@@ -362,3 +364,31 @@ async def test_a_principal_is_reused_only_while_nothing_it_says_has_changed(
     assert await engine.sessions.session_principal(value) is None
     with pytest.raises(InvalidToken):
         await engine.api_keys.principal(key)
+
+
+
+async def test_a_principal_is_reused_for_every_cached_session_however_many(
+        make_engine: EngineFactory) -> None:
+    """The principal memo holds an entry exactly while the session cache holds the session:
+    with more active sessions than any fixed memo size (it was 10,000, cleared when full),
+    each request still reuses what was made, instead of making short-lived objects that
+    set off full garbage collections (~200 ms pauses with 100,000 cached sessions)."""
+    engine = await make_engine()
+    user = await engine.users.create_user("many", PW, ["user"])
+    now = engine.clock.now()
+    values = [secrets.token_urlsafe(32) for _ in range(12_000)]
+    for value in values:
+        engine.hot.sessions.put(digest(value), SessionRecord(
+            id=secrets.token_hex(8), token_hash=digest(value), user_id=user.id,
+            csrf_token="c", created_at=now, last_seen_at=now, expires_at=now + 3600,
+            idle_ttl=3600))
+    first = [await engine.sessions.session_principal(value) for value in values]
+    again = [await engine.sessions.session_principal(value) for value in values]
+    assert all(p is not None for p in first)
+    assert sum(a is b for a, b in zip(first, again, strict=True)) == len(values)
+    memo = engine.hot.session_principals
+    assert len(memo) == len(values)
+    engine.hot.sessions.pop(digest(values[0]))  # the cache lets one go: so does the memo
+    assert len(memo) == len(values) - 1
+    engine.hot.sessions.clear()
+    assert len(memo) == 0

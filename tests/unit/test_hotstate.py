@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from authgate.clock import ManualClock
-from authgate.hotstate import BoundedCache, HotState
+from authgate.hotstate import BoundedCache, HotState, Memo
 
 
 def test_bounded_cache_evicts_least_recently_used() -> None:
@@ -32,3 +32,18 @@ def test_revocations_are_kept_until_due_and_then_forgotten() -> None:
     clock.advance(30)
     hot._housekeep()
     assert "f2" in hot.revoked_families
+
+
+def test_a_memo_holds_only_what_its_cache_holds() -> None:
+    cache: BoundedCache[str, object] = BoundedCache(2)
+    memo: Memo[str] = Memo(cache)
+    rec, user = object(), object()
+    assert memo.put("a", rec, user, None, "made") == "made"
+    assert memo.get("a", rec, user, None) is None  # not cached: not memoized either
+    cache.put("a", rec)
+    memo.put("a", rec, user, None, "made")
+    assert memo.get("a", rec, user, None) == "made"
+    assert memo.get("a", object(), user, None) is None  # another record: made anew
+    cache.put("b", rec)
+    cache.put("c", rec)  # evicts "a": the memo lets it go too
+    assert memo.get("a", rec, user, None) is None and len(memo) == 0

@@ -39,7 +39,7 @@ from authgate.errors import (
     TooManyApiKeys,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState, Memo, SingleFlight
+from authgate.hotstate import HotState, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import ApiKeyRecord, Principal, SignInEntry, User
 from authgate.store.records import Records
@@ -80,7 +80,6 @@ class ApiKeys:
     touch_interval: float = TOUCH_INTERVAL
     flush_interval: float = FLUSH_INTERVAL
     _used: dict[str, float] = field(default_factory=dict, init=False)
-    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per key
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _reads: SingleFlight[str, ApiKeyRecord | None] = field(default_factory=SingleFlight,
                                                             init=False)
@@ -151,8 +150,8 @@ class ApiKeys:
             allowed = self.role_scopes(user.roles, True)
             rec.effective = tuple(s for s in rec.scopes if s in allowed)
             rec.effective_for = user.roles
-        return self._principals.get(key_hash, rec, user, rec.effective) or \
-            self._principals.put(key_hash, rec, user, rec.effective, Principal(
+        return self.hot.api_key_principals.get(key_hash, rec, user, rec.effective) or \
+            self.hot.api_key_principals.put(key_hash, rec, user, rec.effective, Principal(
                 user=user, auth="api_key", scopes=rec.effective, api_key=rec))
 
     async def _load(self, key_hash: str) -> ApiKeyRecord | None:

@@ -17,7 +17,7 @@ from authgate.core.signin import SignIn
 from authgate.core.users import Users
 from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken
 from authgate.events import Events
-from authgate.hotstate import HotState, Memo
+from authgate.hotstate import HotState
 from authgate.keys import KeyRing
 from authgate.metrics import Metrics
 from authgate.models import Principal, Revocation, TokenFamily, TokenPair, User
@@ -53,7 +53,6 @@ class Grants:
     api_keys: ApiKeys | None = None
     passkeys: Passkeys | None = None
     _keys_loaded_at: float = field(default=0.0, init=False)
-    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per token
 
     async def password_grant(self, username: Any, password: Any, scope: Any = None, *,
                              ip: str = "", user_agent: str = "",
@@ -207,7 +206,7 @@ class Grants:
                 self.hot.revoked_families:
             raise InvalidToken(reason="revoked")
         user = await self.users.get_user(claims["sub"])
-        made = self._principals.get(token, claims, user, via_cookie)
+        made = self.hot.token_principals.get(token, claims, user, via_cookie)
         if made is not None:  # the checks below passed for these very claims and user
             return made
         if user is None or user.disabled:
@@ -218,7 +217,7 @@ class Grants:
             raise InvalidToken(reason="roles changed")
         scopes = tuple(claims.get("scope", "").split())
         csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
-        return self._principals.put(token, claims, user, via_cookie, Principal(
+        return self.hot.token_principals.put(token, claims, user, via_cookie, Principal(
             user=user, auth="token", scopes=scopes, claims=claims, csrf_token=csrf,
             via_cookie=via_cookie))
 

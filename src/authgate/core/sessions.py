@@ -20,7 +20,7 @@ from authgate.errors import (
     WrongPassword,
 )
 from authgate.events import Actor, Events
-from authgate.hotstate import HotState, Memo, SingleFlight
+from authgate.hotstate import HotState, SingleFlight
 from authgate.metrics import Metrics
 from authgate.models import Principal, SessionRecord, SignInEntry, User
 from authgate.settings import Settings
@@ -58,7 +58,6 @@ class Sessions:
     _touches: dict[str, float] = field(default_factory=dict, init=False)
     _reads: SingleFlight[str, SessionRecord | None] = field(default_factory=SingleFlight,
                                                              init=False)
-    _principals: Memo[Principal] = field(default_factory=Memo, init=False)  # per cookie
 
     def __post_init__(self) -> None:
         # Other workers judge idleness from the stored last-seen, which lags by up to this
@@ -162,7 +161,8 @@ class Sessions:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often,
             rec.written_at = now  # and off the request (write-behind: flush_touches)
             self._touches[rec.id] = now
-        return self._principals.get(key, rec, user, rec.amr) or self._principals.put(
+        memo = self.hot.session_principals
+        return memo.get(key, rec, user, rec.amr) or memo.put(
             key, rec, user, rec.amr,
             Principal(user=user, auth="session",
                       scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
