@@ -14,6 +14,7 @@ from authgate.store.db import Database
 from authgate.store.passkeys import Passkey, PasskeyChallenge
 from authgate.store.protocols import RecordStore
 from authgate.store.records import Records
+from authgate.store.sessions import TOUCH_SLICE
 
 
 async def store(db: Database, *user_ids: str) -> RecordStore:
@@ -65,6 +66,22 @@ async def test_deleting_sessions_needs_a_filter_spares_keep_and_logs(
     assert sorted(await logged_since(records, cursor)) == sorted(map(str, keys))
     assert [s.id for s in await records.user_sessions("u1", now)] == ["s-b"]
     assert await records.get_session("h-other") is not None
+
+
+async def test_one_flush_of_last_seen_times_writes_every_slice(record_db: Database) -> None:
+    """``touch_sessions`` writes in slices of ``TOUCH_SLICE`` rows (so a big flush does not
+    hold the event loop): every slice lands, and a time never moves backwards."""
+    records, now = await store(record_db, "u1"), time.time()
+    names = [f"t{i}" for i in range(TOUCH_SLICE + 2)]
+    for name in names:
+        await records.insert_session(session(name, "u1", now), None, now)
+    seen = {f"s-{name}": now + 10 for name in names}
+    seen[f"s-{names[0]}"] = now - 10  # older than what is stored: left as it is
+    await records.touch_sessions(seen)
+    stored = {s.id: s.last_seen_at for s in await records.user_sessions("u1", now)}
+    assert stored.pop(f"s-{names[0]}") == pytest.approx(now)
+    assert len(stored) == len(names) - 1
+    assert all(at == pytest.approx(now + 10) for at in stored.values())
 
 
 async def test_a_cap_evicts_the_least_recently_used_entry(record_db: Database) -> None:

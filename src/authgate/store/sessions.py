@@ -22,6 +22,9 @@ def _session(row: RowMapping) -> SessionRecord:
     )
 
 
+TOUCH_SLICE = 1000  # last-seen rows per statement of one flush
+
+
 class SessionRecords(SqlArea):
     async def insert_session(self, rec: SessionRecord, max_per_user: int | None,
                              now: float, last_seen: LastSeen | None = None) -> list[Revocation]:
@@ -46,10 +49,15 @@ class SessionRecords(SqlArea):
         if not seen:
             return
         at = sa.bindparam("at", type_=sa.Float)
+        update = t.sessions.update().where(
+            t.sessions.c.id == sa.bindparam("sid"), t.sessions.c.last_seen_at < at).values(
+            last_seen_at=at)
+        rows = [{"sid": sid, "at": when} for sid, when in seen.items()]
         async with self.db.write() as conn:
-            await conn.execute(t.sessions.update().where(
-                t.sessions.c.id == sa.bindparam("sid"), t.sessions.c.last_seen_at < at).values(
-                last_seen_at=at), [{"sid": sid, "at": when} for sid, when in seen.items()])
+            # In slices: preparing 10,000 rows at once held the event loop for ~30 ms (on
+            # PostgreSQL); between slices, requests are served.
+            for i in range(0, len(rows), TOUCH_SLICE):
+                await conn.execute(update, rows[i:i + TOUCH_SLICE])
 
     async def user_sessions(self, user_id: str, now: float) -> list[SessionRecord]:
         async with self.db.read() as conn:
