@@ -37,13 +37,11 @@ def test_revocations_are_kept_until_due_and_then_forgotten() -> None:
 def test_a_memo_holds_only_what_its_cache_holds() -> None:
     cache: BoundedCache[str, object] = BoundedCache(2)
     memo: Memo[str] = Memo(cache)
-    rec, user = object(), object()
-    assert memo.put("a", rec, user, None, "made") == "made"
-    assert memo.get("a", rec, user, None) is None  # not cached: not memoized either
-    cache.put("a", rec)
-    memo.put("a", rec, user, None, "made")
-    assert memo.get("a", rec, user, None) == "made"
-    assert memo.get("a", object(), user, None) is None  # another record: made anew
-    cache.put("b", rec)
-    cache.put("c", rec)  # evicts "a": the memo lets it go too
-    assert memo.get("a", rec, user, None) is None and len(memo) == 0
+    assert memo.put("a", "made") == "made"
+    assert memo.get("a") is None  # not cached: not memoized either
+    cache.put("a", object())
+    memo.put("a", "made")
+    assert memo.get("a") == "made"
+    cache.put("b", object())
+    cache.put("c", object())  # evicts "a": the memo lets it go too
+    assert memo.get("a") is None and len(memo) == 0

@@ -150,9 +150,12 @@ class ApiKeys:
             allowed = self.role_scopes(user.roles, True)
             rec.effective = tuple(s for s in rec.scopes if s in allowed)
             rec.effective_for = user.roles
-        return self.hot.api_key_principals.get(key_hash, rec, user, rec.effective) or \
-            self.hot.api_key_principals.put(key_hash, rec, user, rec.effective, Principal(
-                user=user, auth="api_key", scopes=rec.effective, api_key=rec))
+        made = self.hot.api_key_principals.get(key_hash)
+        if made is not None and made.api_key is rec and made.user is user \
+                and made.scopes is rec.effective:
+            return made
+        return self.hot.api_key_principals.put(key_hash, Principal(
+            user=user, auth="api_key", scopes=rec.effective, api_key=rec))
 
     async def _load(self, key_hash: str) -> ApiKeyRecord | None:
         """A key this process has not seen: from the database. A revocation applied while

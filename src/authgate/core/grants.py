@@ -206,9 +206,10 @@ class Grants:
                 self.hot.revoked_families:
             raise InvalidToken(reason="revoked")
         user = await self.users.get_user(claims["sub"])
-        made = self.hot.token_principals.get(token, claims, user, via_cookie)
-        if made is not None:  # the checks below passed for these very claims and user
-            return made
+        made = self.hot.token_principals.get(token)
+        if made is not None and made.claims is claims and made.user is user \
+                and made.via_cookie == via_cookie:
+            return made  # the checks below passed for these very claims and user
         if user is None or user.disabled:
             raise InvalidToken(reason="user disabled or deleted")
         if claims["iat"] < user.tokens_valid_after:
@@ -217,7 +218,7 @@ class Grants:
             raise InvalidToken(reason="roles changed")
         scopes = tuple(claims.get("scope", "").split())
         csrf = self.token_csrf(claims.get("sid") or claims["jti"]) if via_cookie else None
-        return self.hot.token_principals.put(token, claims, user, via_cookie, Principal(
+        return self.hot.token_principals.put(token, Principal(
             user=user, auth="token", scopes=scopes, claims=claims, csrf_token=csrf,
             via_cookie=via_cookie))
 

@@ -161,12 +161,13 @@ class Sessions:
         if now - rec.written_at >= self._touch_interval:  # the database: at most this often,
             rec.written_at = now  # and off the request (write-behind: flush_touches)
             self._touches[rec.id] = now
-        memo = self.hot.session_principals
-        return memo.get(key, rec, user, rec.amr) or memo.put(
-            key, rec, user, rec.amr,
-            Principal(user=user, auth="session",
-                      scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
-                      session=rec, csrf_token=rec.csrf_token, via_cookie=True))
+        made = self.hot.session_principals.get(key)
+        if made is not None and made.session is rec and made.user is user:
+            return made  # (a record's amr never changes: a step-up is a new session)
+        return self.hot.session_principals.put(key, Principal(
+            user=user, auth="session",
+            scopes=self.role_scopes(user.roles, "mfa" in rec.amr.split()),
+            session=rec, csrf_token=rec.csrf_token, via_cookie=True))
 
     async def _load_session(self, key: str, now: float,
                             cached: SessionRecord | None) -> SessionRecord | None:
