@@ -3,7 +3,10 @@ revocation leaves a tombstone no racing reader can overwrite."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
+from typing import Any
 
 from authgate.models import SessionRecord
 from tests.storage.conftest import Caches
@@ -65,3 +68,57 @@ async def test_a_new_epoch_disowns_every_earlier_entry(caches: Caches) -> None:
     epoch[0] = 2
     assert await cache.get_session(live.token_hash) is None
     assert await cache.get_session(revoked.token_hash) is None  # the database decides
+
+
+async def test_concurrent_reads_share_one_round_trip(
+        redis_prefix: tuple[Any, str]) -> None:
+    """A just-started worker misses on every session: the reads of requests in flight go to
+    Redis together (one ``MGET`` on one connection, not one ``GET`` and one connection
+    each), and each still gets its own answer: a record, a tombstone or nothing."""
+    import redis.asyncio as aioredis
+
+    from authgate.store.redis_sessions import RedisSessions
+    from tests.conftest import REDIS_URL
+
+    _, prefix = redis_prefix
+    now, name = time.time(), f"mget-{uuid.uuid4().hex[:8]}"
+    client = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(
+        REDIS_URL, client_name=name))
+    try:
+        cache = RedisSessions(client, prefix, lambda: 0)
+        stored = [record(f"m{i}", now) for i in range(20)]
+        for rec in stored:
+            await cache.put_session(rec, now)
+        await cache.revoke_sessions([stored[0].token_hash])
+        await client.connection_pool.disconnect()  # so only the reads below open any
+        asked = [rec.token_hash for rec in stored] + [f"hash-none-{i}" for i in range(12)]
+        got = await asyncio.gather(*(cache.get_session(h) for h in asked))
+        assert got[0] is False and got[1:20] == stored[1:] and got[20:] == [None] * 12
+        listed = await client.client_list()
+        assert sum(c["name"] == name for c in listed) == 1
+    finally:
+        await client.aclose()
+
+
+async def test_a_batch_past_its_limit_or_a_failed_one_answers_every_reader(
+        redis_prefix: tuple[Any, str]) -> None:
+    import redis.asyncio as aioredis
+
+    from authgate.store.redis_sessions import MultiGet, RedisSessions
+
+    client, prefix = redis_prefix
+    now = time.time()
+    cache = RedisSessions(client, prefix, lambda: 0)
+    stored = [record(f"l{i}", now) for i in range(MultiGet(client).limit + 44)]
+    for rec in stored:
+        await cache.put_session(rec, now)
+    got = await asyncio.gather(*(cache.get_session(rec.token_hash) for rec in stored))
+    assert got == stored  # two MGETs, each answer to its own reader
+
+    down = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:  # Redis unreachable: every reader hears "unknown" (the database is asked then)
+        gone = RedisSessions(down, prefix, lambda: 0)
+        assert await asyncio.gather(*(gone.get_session(f"hash-{i}") for i in range(5))) \
+            == [None] * 5
+    finally:
+        await down.aclose()
