@@ -62,13 +62,15 @@ class MultiGet:
     async def _mget(self, asked: dict[str, asyncio.Future[bytes | None]]) -> None:
         try:
             values: list[bytes | None] = await self.client.mget(list(asked))  # type: ignore[assignment]
-        except BaseException as exc:
+        except Exception as exc:
             for waiting in asked.values():
                 if not waiting.done():
                     waiting.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
             return
+        except BaseException:  # cancelled (the loop is stopping): so are the reads
+            for waiting in asked.values():
+                waiting.cancel()
+            raise
         for waiting, value in zip(asked.values(), values, strict=True):
             if not waiting.done():
                 waiting.set_result(value)
