@@ -122,3 +122,32 @@ async def test_a_batch_past_its_limit_or_a_failed_one_answers_every_reader(
             == [None] * 5
     finally:
         await down.aclose()
+
+
+def test_a_read_left_on_a_stopped_loop_does_not_hold_up_the_next_one() -> None:
+    """Keys asked for in a turn that never ended (the loop stopped first) are dropped; a
+    later loop's read is sent, and answered."""
+    import redis.asyncio as aioredis
+
+    from authgate.store.redis_sessions import MultiGet
+    from tests.conftest import REDIS_URL
+
+    key = f"agst-stopped-{uuid.uuid4().hex[:8]}"
+    gets = MultiGet(aioredis.from_url(REDIS_URL))
+    first = asyncio.new_event_loop()
+    try:
+        pending = first.create_task(gets.get(key))
+        first.call_soon(first.stop)
+        first.run_forever()  # the read was asked; the turn that would send it never ended
+        assert not pending.done()
+    finally:
+        first.close()
+
+    async def second() -> bytes | None:
+        gets.client = aioredis.from_url(REDIS_URL)
+        try:
+            return await asyncio.wait_for(gets.get(key), 5)
+        finally:
+            await gets.client.aclose()
+
+    assert asyncio.run(second()) is None

@@ -37,12 +37,15 @@ class MultiGet:
         self.client = client
         self.limit = limit
         self._asked: dict[str, asyncio.Future[bytes | None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one _asked waits on
         self._sending: set[asyncio.Task[None]] = set()
 
     async def get(self, key: str) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # keys asked on a loop that has stopped are not sent
+            self._asked, self._loop = {}, loop
         found = self._asked.get(key)
         if found is None:
-            loop = asyncio.get_running_loop()
             if not self._asked:  # the first of this turn: send once the turn is over
                 loop.call_soon(self._send)
             found = self._asked[key] = loop.create_future()
