@@ -10,11 +10,11 @@ import pytest
 
 from authgate.errors import UsernameTaken
 from authgate.models import SessionRecord, TokenFamily, User
+from authgate.store import sessions as store_sessions
 from authgate.store.db import Database
 from authgate.store.passkeys import Passkey, PasskeyChallenge
 from authgate.store.protocols import RecordStore
 from authgate.store.records import Records
-from authgate.store.sessions import TOUCH_SLICE
 
 
 async def store(db: Database, *user_ids: str) -> RecordStore:
@@ -68,11 +68,13 @@ async def test_deleting_sessions_needs_a_filter_spares_keep_and_logs(
     assert await records.get_session("h-other") is not None
 
 
-async def test_one_flush_of_last_seen_times_writes_every_slice(record_db: Database) -> None:
+async def test_one_flush_of_last_seen_times_writes_every_slice(
+        record_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     """``touch_sessions`` writes in slices of ``TOUCH_SLICE`` rows (so a big flush does not
     hold the event loop): every slice lands, and a time never moves backwards."""
+    monkeypatch.setattr(store_sessions, "TOUCH_SLICE", 3)  # 1,000 in use: 3 here, 7 rows
     records, now = await store(record_db, "u1"), time.time()
-    names = [f"t{i}" for i in range(TOUCH_SLICE + 2)]
+    names = [f"t{i}" for i in range(7)]
     for name in names:
         await records.insert_session(session(name, "u1", now), None, now)
     seen = {f"s-{name}": now + 10 for name in names}
