@@ -164,26 +164,37 @@ class SingleFlight(Generic[K, V]):
 
 
 def _entry_size(key: Any, value: Any) -> int:
-    """Bytes one cache entry holds, roughly: the key, the value and, for a dict value (token
-    claims), its members one level down plus the items of list members (roles)."""
-    total = 100 + sys.getsizeof(key) + sys.getsizeof(value)  # + the OrderedDict's links
-    if isinstance(value, dict):
-        for k, v in value.items():
-            total += sys.getsizeof(k) + sys.getsizeof(v)
-            if isinstance(v, list | tuple):
-                total += sum(sys.getsizeof(item) for item in v)
-    return total
+    """Bytes one cache entry holds, roughly: the key and the value (one level)."""
+    return 100 + sys.getsizeof(key) + sys.getsizeof(value)  # + the OrderedDict's links
 
 
 MEMO_ENTRY_BYTES = 250  # a memo entry: its dict slot, the Principal, its scopes
+#: claims whose values repeat from token to token (the issuer's, the audience's, the grant's
+#: scope): held once, as every claim name is, however many tokens are cached
+SHARED_CLAIMS = frozenset({"iss", "aud", "client_id", "scope"})
 
 
-def _token_entry_size(key: Any, value: Any) -> int:
-    """A verified token's claims and, since it goes when they go, its principal memo."""
-    return _entry_size(key, value) + MEMO_ENTRY_BYTES
+def shared_claims(claims: dict[str, Any]) -> dict[str, Any]:
+    """``claims`` as the verified-token cache holds them: the names and the repeating
+    values interned (the same values, shared), ~730 bytes a token instead of ~1,500."""
+    return {sys.intern(k): sys.intern(v) if k in SHARED_CLAIMS and isinstance(v, str) else v
+            for k, v in claims.items()}
 
 
-VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~30k tokens of ~2 KB (TOKEN_CACHE_MB's default)
+def _token_entry_size(key: Any, value: dict[str, Any]) -> int:
+    """A verified token (its claims as :func:`shared_claims` leaves them, the shared
+    strings not counted) and, since it goes when they go, its principal memo."""
+    total = 100 + sys.getsizeof(key) + sys.getsizeof(value) + MEMO_ENTRY_BYTES
+    for name, v in value.items():
+        if name in SHARED_CLAIMS and isinstance(v, str):
+            continue
+        total += sys.getsizeof(v)
+        if isinstance(v, list | tuple):
+            total += sum(sys.getsizeof(item) for item in v)
+    return total
+
+
+VERIFIED_CACHE_BYTES = 64 * 1024 * 1024  # ~38k tokens of ~1.7 KB (TOKEN_CACHE_MB's default)
 
 
 class HotState:

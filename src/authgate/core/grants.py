@@ -17,7 +17,7 @@ from authgate.core.signin import SignIn
 from authgate.core.users import Users
 from authgate.errors import CsrfError, InvalidGrant, InvalidMfaToken, InvalidToken
 from authgate.events import Events
-from authgate.hotstate import HotState
+from authgate.hotstate import HotState, shared_claims
 from authgate.keys import KeyRing
 from authgate.metrics import Metrics
 from authgate.models import Principal, Revocation, TokenFamily, TokenPair, User
@@ -196,11 +196,11 @@ class Grants:
         self.metrics.count("cache_lookups", "token:miss" if claims is None else "token:hit")
         if claims is None or now >= claims["exp"] + self.settings.token_leeway:
             try:
-                claims = self.tokens.verify(token, now)
+                claims = shared_claims(self.tokens.verify(token, now))
             except InvalidToken:
                 if not await self._reload_keys_for(token):
                     raise
-                claims = self.tokens.verify(token, now)
+                claims = shared_claims(self.tokens.verify(token, now))
             self.hot.verified.put(token, claims)
         if claims["jti"] in self.hot.denied_jtis or claims.get("sid") in \
                 self.hot.revoked_families:
