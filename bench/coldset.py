@@ -618,12 +618,13 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
         "shows what that batch still costs the process); a token miss is a signature "
         "verification. The session cache holds `CACHE_SIZE` (200,000) entries, so 100,000 "
         "active sessions fit and, once seen, run at the control's speed (`session warm`). "
-        "The verified-token cache is capped at `TOKEN_CACHE_MB` = 64 MiB, about 30,000 "
-        "tokens of this size, so with 100,000 active tokens at most a third hit however long "
-        "it runs (`bearer warm`); the `x1 big` server (`TOKEN_CACHE_MB=256`) holds them all. "
+        "The verified-token cache is capped at `TOKEN_CACHE_MB` = 64 MiB, about 40,000 "
+        "tokens of this size, so with 100,000 active tokens at most two in five hit however "
+        "long it runs (`bearer warm`); the `x1 big` server (`TOKEN_CACHE_MB=256`) holds them "
+        "all. "
         "The tails of the cold rows are also the garbage collector's: while a cache fills, "
         "CPython 3.11 runs a full collection each time the long-lived objects have grown by "
-        "a quarter, and with 100,000 cached sessions one walks them all for ~150-250 ms. "
+        "a quarter, and with 100,000 cached sessions one walks them all for ~100-250 ms. "
         "The machine is shared: read the load average column, and compare only rows taken "
         "close together.", ""]
     if any("→180*" in r["config"] for r in result["rows"]):
