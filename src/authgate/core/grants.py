@@ -196,11 +196,12 @@ class Grants:
         self.metrics.count("cache_lookups", "token:miss" if claims is None else "token:hit")
         if claims is None or now >= claims["exp"] + self.settings.token_leeway:
             try:
-                claims = shared_claims(self.tokens.verify(token, now))
+                verified = self.tokens.verify(token, now)
             except InvalidToken:
                 if not await self._reload_keys_for(token):
                     raise
-                claims = shared_claims(self.tokens.verify(token, now))
+                verified = self.tokens.verify(token, now)
+            claims = shared_claims(verified)
             self.hot.verified.put(token, claims)
         if claims["jti"] in self.hot.denied_jtis or claims.get("sid") in \
                 self.hot.revoked_families:
