@@ -19,7 +19,9 @@ Cells (``wrk -t1 -c32``, server ``taskset -c 0``, wrk ``taskset -c 1``, each wrk
 
 1. in-process breakdown of a cold session look-up, one call at a time (Redis GET, the
    PostgreSQL SELECT, Redis SET, user SELECT, last-seen UPDATE, the whole
-   ``session_principal``), with the pool's ``pool_pre_ping`` and (bench-only) without;
+   ``session_principal``), with the pool as authgate configures it (a connection idle
+   for over a second is pinged first) and (bench-only) with ``pool_pre_ping``, a ping on
+   every checkout, as before de2d7df;
 2. server 1 (nothing in Redis, nothing in the process): ``session pg-cold``; ``bearer
    cold``, a walk over every active token (so the cache reaches its steady state),
    ``--rounds`` x ``bearer warm``, ``bearer control`` (1 s warm-up first);
@@ -241,8 +243,9 @@ async def breakdown(db_url: str, prefix: str, probe: list[tuple[str, tuple[Any, 
                     cols: list[str]) -> dict[str, Any]:
     """In this process, one call at a time: what a cold session look-up spends on each
     round trip (Redis GET, the PostgreSQL SELECT, the Redis SET, the last-seen UPDATE), and
-    the whole ``session_principal`` on sessions no cache holds — with the pool's
-    ``pool_pre_ping`` as authgate configures it, and (bench-only) without."""
+    the whole ``session_principal`` on sessions no cache holds — with the pool as
+    authgate configures it, and (bench-only) with ``pool_pre_ping`` (a ping per checkout,
+    as before de2d7df)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from authgate.engine import Engine
@@ -251,13 +254,13 @@ async def breakdown(db_url: str, prefix: str, probe: list[tuple[str, tuple[Any, 
 
     out: dict[str, Any] = {}
     quarter = len(probe) // 4
-    for pre_ping, part in ((True, 0), (False, 2)):
+    for pre_ping, part in ((False, 0), (True, 2)):
         engine = Engine(Settings(database_url=db_url, redis_url=rv.REDIS_URL,
                                  redis_prefix=prefix, issuer=ISSUER))
-        if not pre_ping:
+        if pre_ping:
             await engine.db.engine.dispose()
             engine.db.engine = create_async_engine(
-                engine.db.url, pool_size=10, max_overflow=10, pool_pre_ping=False,
+                engine.db.url, pool_size=10, max_overflow=10, pool_pre_ping=True,
                 pool_timeout=5, connect_args={"timeout": 5, "command_timeout": 10})
         await engine.start(migrate=False)
         assert engine.redis is not None
@@ -283,7 +286,7 @@ async def breakdown(db_url: str, prefix: str, probe: list[tuple[str, tuple[Any, 
                 if await engine.sessions.session_principal(value) is None:
                     raise BenchError("a probe session was not found")
                 parts["session_principal (cold)"].append(time.perf_counter_ns() - begin)
-            out["pre_ping" if pre_ping else "no_pre_ping"] = {
+            out["pre_ping" if pre_ping else "idle_ping"] = {
                 k: stats_us(v) for k, v in parts.items()}
         finally:
             await engine.stop()
@@ -594,17 +597,22 @@ def report(result: dict[str, Any], info: dict[str, str], command: str) -> str:
     bd = result.get("breakdown")
     if bd:
         names = list(bd["pre_ping"])
+        ours = "idle_ping" if "idle_ping" in bd else "no_pre_ping"  # (runs before de2d7df)
         lines += ["In-process breakdown of a cold session look-up (one call at a time, "
                   f"{bd['pre_ping'][names[0]]['n']} sessions each, µs p50 / p99): each "
                   "round trip alone, then the whole `session_principal` on sessions no "
                   "cache holds (Redis miss → SELECT → Redis SET → user → UPDATE). "
-                  "`pool_pre_ping` is how `store/db.py` configures the PostgreSQL pool; "
-                  "the other column is the same engine without it (bench-only).", "",
-                  bl.md_table(["call", "pool_pre_ping=True", "pool_pre_ping=False"],
+                  "`pool_pre_ping=True` pings on every checkout (how `store/db.py` "
+                  "configured the PostgreSQL pool before de2d7df; bench-only now); "
+                  "`ping when idle` is how it does now (a connection idle for over a "
+                  "second is pinged first).", "",
+                  bl.md_table(["call", "pool_pre_ping=True",
+                               "ping when idle" if ours == "idle_ping"
+                               else "pool_pre_ping=False"],
                               [[n, f"{bd['pre_ping'][n]['p50']:.0f} / "
                                    f"{bd['pre_ping'][n]['p99']:.0f}",
-                                f"{bd['no_pre_ping'][n]['p50']:.0f} / "
-                                f"{bd['no_pre_ping'][n]['p99']:.0f}"] for n in names]), ""]
+                                f"{bd[ours][n]['p50']:.0f} / "
+                                f"{bd[ours][n]['p99']:.0f}"] for n in names]), ""]
     lines += [
         "How to read it: with 32 connections in a closed loop, latency ≈ 32 ÷ req/s, so p99 "
         "≤ 5 ms needs well over 6,400 req/s with a tight tail: the fully cached rows get "
