@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import math
 import secrets
@@ -324,13 +325,27 @@ async def test_purge_deletes_expired(make_engine: EngineFactory, clock: ManualCl
     assert counts["sessions"] == 1
 
 
-def test_engine_imports_no_web_framework() -> None:
-    code = ("import sys, authgate.engine, authgate.cli; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('fastapi', 'starlette', 'uvicorn', 'jinja2')]; print(bad); "
-            "sys.exit(1 if bad else 0)")
+def loaded(imports: str, packages: tuple[str, ...]) -> list[str]:
+    """Which modules of ``packages`` a fresh interpreter holds after ``import {imports}``."""
+    code = (f"import sys, {imports}; "
+            f"print([m for m in sys.modules if m.split('.')[0] in {packages!r}])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr
+    return list(ast.literal_eval(done.stdout.strip()))
+
+
+def test_engine_imports_no_web_framework() -> None:
+    assert loaded("authgate.engine, authgate.cli",
+                  ("fastapi", "starlette", "uvicorn", "jinja2")) == []
+
+
+def test_webauthn_is_loaded_by_the_first_passkey_ceremony_only() -> None:
+    """~40 ms and ~5 MB per process (every CLI command, every worker) for a library that
+    only the passkey ceremonies use."""
+    assert loaded("authgate.engine, authgate.cli, authgate.web.app", ("webauthn",)) == []
+    ceremony = ("authgate.core.passkeys as p; "
+                "p.algorithms()")  # what registration_options() asks for first
+    assert "webauthn" in loaded(ceremony, ("webauthn",))
 
 
 async def test_a_principal_is_reused_only_while_nothing_it_says_has_changed(

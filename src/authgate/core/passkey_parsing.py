@@ -6,7 +6,6 @@ ceremonies themselves are :mod:`authgate.core.passkeys`."""
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -25,10 +24,6 @@ from authgate.errors import InvalidPasskey, InvalidRequest
 MAX_CREDENTIAL_JSON = 16_384
 #: What ``webauthn``'s parsers and verifiers raise on a malformed or wrong response.
 PARSE_ERRORS = (WebAuthnException, ValueError, TypeError, KeyError, AttributeError)
-
-
-def b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def _credential_dict(value: Any) -> dict[str, Any]:

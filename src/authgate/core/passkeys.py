@@ -16,6 +16,9 @@ amr (RFC 8176): a passkey with user verification is two factors in one (the devi
 PIN or biometric that unlocked it: a multi-factor cryptographic authenticator in NIST SP
 800-63B's words), so a passkey sign-in is ``hwk user mfa`` (``swk`` for a credential the
 authenticator may sync, i.e. backup-eligible) and satisfies ``mfa`` step-up.
+
+``webauthn`` (and what it loads: ~40 ms and ~5 MB per process) is imported by the ceremonies
+that use it, not with the engine: a process that never sees a passkey never loads it.
 """
 
 from __future__ import annotations
@@ -25,31 +28,14 @@ import logging
 import secrets
 import struct
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers.cose import COSEAlgorithmIdentifier
-from webauthn.helpers.structs import (
-    AttestationConveyancePreference,
-    AuthenticatorSelectionCriteria,
-    CredentialDeviceType,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from authgate.clock import Clock
 from authgate.core.credentials import Macs, digest, new_id
 from authgate.core.notices import FactorNotices
-from authgate.core.passkey_parsing import PARSE_ERRORS, b64url, parse_assertion, parse_attestation
 from authgate.core.revocation import Revocations
 from authgate.core.signin import SignIn
 from authgate.errors import (
@@ -63,10 +49,15 @@ from authgate.errors import (
     PasskeyRefused,
 )
 from authgate.events import Events
+from authgate.keys import b64url
 from authgate.models import Principal, User
 from authgate.settings import Settings
 from authgate.store.passkeys import MAX_PASSKEYS_PER_USER, Passkey, PasskeyChallenge
 from authgate.store.records import Records
+
+if TYPE_CHECKING:
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor
 
 log = logging.getLogger("authgate")
 
@@ -74,8 +65,13 @@ CHALLENGE_TTL = 300
 #: Adding or deleting a passkey needs a sign-in at most this old (seconds).
 FRESH_SIGN_IN = 600
 MAX_NAME = 64
-ALGORITHMS = [COSEAlgorithmIdentifier.EDDSA, COSEAlgorithmIdentifier.ECDSA_SHA_256,
-              COSEAlgorithmIdentifier.RSASSA_PKCS1_v1_5_SHA_256]
+
+
+def algorithms() -> list[COSEAlgorithmIdentifier]:
+    """The signature algorithms a new passkey may use: EdDSA, ES256, RS256."""
+    from webauthn.helpers.cose import COSEAlgorithmIdentifier as Alg
+
+    return [Alg.EDDSA, Alg.ECDSA_SHA_256, Alg.RSASSA_PKCS1_v1_5_SHA_256]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +143,14 @@ class Passkeys:
         """``PublicKeyCredentialCreationOptions`` as JSON (``navigator.credentials.create``'s
         ``publicKey``): a discoverable credential, user verification required, the user's
         passkeys excluded. Needs a sign-in within :data:`FRESH_SIGN_IN`."""
+        from webauthn import generate_registration_options, options_to_json
+        from webauthn.helpers.structs import (
+            AttestationConveyancePreference,
+            AuthenticatorSelectionCriteria,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
         self._fresh(principal)
         user = principal.user
         existing = await self.records.user_passkeys(user.id)
@@ -162,12 +166,12 @@ class Passkeys:
                 resident_key=ResidentKeyRequirement.REQUIRED,
                 user_verification=UserVerificationRequirement.REQUIRED),
             exclude_credentials=[self._descriptor(k) for k in existing],
-            supported_pub_key_algs=ALGORITHMS)
+            supported_pub_key_algs=algorithms())
         return dict(orjson.loads(options_to_json(options)))
 
     @staticmethod
     def _descriptor(key: Passkey) -> PublicKeyCredentialDescriptor:
-        from webauthn.helpers.structs import AuthenticatorTransport
+        from webauthn.helpers.structs import AuthenticatorTransport, PublicKeyCredentialDescriptor
 
         transports = []
         for name in key.transports:
@@ -194,6 +198,11 @@ class Passkeys:
         """Check the authenticator's response to :meth:`registration_options` (this caller's
         challenge, the origin, the RP ID, user presence and verification) and keep the
         credential."""
+        from webauthn import verify_registration_response
+        from webauthn.helpers.structs import CredentialDeviceType
+
+        from authgate.core.passkey_parsing import PARSE_ERRORS, parse_attestation
+
         self._fresh(principal)
         user = principal.user
         count = await self.records.count_passkeys(user.id)
@@ -204,7 +213,7 @@ class Passkeys:
             done = verify_registration_response(
                 credential=parsed, expected_challenge=challenge, expected_rp_id=self.rp_id,
                 expected_origin=self.origins, require_user_verification=True,
-                supported_pub_key_algs=ALGORITHMS)
+                supported_pub_key_algs=algorithms())
         except PARSE_ERRORS as exc:
             raise InvalidPasskey(reason=f"registration response: {exc}") from None
         now = self.clock.now()
@@ -280,6 +289,9 @@ class Passkeys:
         """``PublicKeyCredentialRequestOptions`` for a passwordless sign-in (no
         ``allowCredentials``: the authenticator offers the user's discoverable passkeys;
         also what conditional mediation — autofill — asks for). No I/O."""
+        from webauthn import generate_authentication_options, options_to_json
+        from webauthn.helpers.structs import UserVerificationRequirement
+
         challenge = self._login_challenge()
         options = generate_authentication_options(
             rp_id=self.rp_id, challenge=challenge, timeout=CHALLENGE_TTL * 1000,
@@ -298,6 +310,9 @@ class Passkeys:
     async def mfa_options(self, mfa_token: Any) -> dict[str, Any]:
         """Request options for the second factor of a pending sign-in: its user's passkeys,
         the challenge bound to the ``mfa_token``."""
+        from webauthn import generate_authentication_options, options_to_json
+        from webauthn.helpers.structs import UserVerificationRequirement
+
         if not isinstance(mfa_token, str) or not 20 <= len(mfa_token) <= 128:
             raise InvalidMfaToken()
         key = digest(mfa_token)
@@ -327,6 +342,10 @@ class Passkeys:
 
     async def _assert(self, credential: Any, purpose: str, binding: str,
                       user_id: str | None, ip: str) -> PasskeySignIn:
+        from webauthn import verify_authentication_response
+
+        from authgate.core.passkey_parsing import PARSE_ERRORS, parse_assertion
+
         parsed, challenge = parse_assertion(credential)
         if purpose == "login":
             await self._spend_login_challenge(challenge)
