@@ -12,6 +12,11 @@ same small JSON, so a protected route ÷ ``/open`` of the same app is the price 
   ``/session`` = ``/bearer`` = ``@requires("authenticated")`` reading ``request.user``)
   without and with ``AuthGateMiddleware``. Without the middleware the protected routes
   answer 403 (no ``scope["auth"]``): only ``/open`` is loaded there.
+- null auth, the frameworks' own cost of the shapes: ``fastapi_app``'s ``/nullauth``
+  (one ``Depends`` of ``gate.session_user``'s shape, an ``async def`` taking ``Request``,
+  that returns a fixed principal) and ``starlette_nullauth`` (a pure-ASGI middleware setting a
+  fixed ``request.user``, then the same ``@requires`` routes). A protected route ÷ ``/open``
+  reads against null auth ÷ ``/open``: what the shape alone costs, before any authentication.
 
 Both include the ``/auth/*`` API (login, token) so the bench can sign in.
 
@@ -26,15 +31,16 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from starlette.applications import Starlette
-from starlette.authentication import requires
+from starlette.authentication import AuthCredentials, requires
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from authgate import AuthGate, Principal, Settings
+from authgate import AuthGate, Principal, Settings, User
 from authgate.errors import AuthGateError, InsufficientScope
-from authgate.middleware import AuthGateMiddleware
+from authgate.middleware import AuthenticatedUser, AuthGateMiddleware
 
 SCOPE = "reports:read"
 gate = AuthGate(Settings(database_url=os.environ.get("AUTHGATE_DATABASE_URL",
@@ -47,6 +53,19 @@ fastapi_app.include_router(gate.router)
 @fastapi_app.get("/open")
 async def open_route() -> dict[str, str]:
     return {"hello": "alice"}
+
+
+#: What the null-auth dependency and middleware hand over: nobody was authenticated.
+FIXED = Principal(user=User(id="nobody", username="alice"), auth="session", scopes=())
+
+
+async def nobody(request: Request) -> Principal:
+    return FIXED
+
+
+@fastapi_app.get("/nullauth")
+async def nullauth_route(user: Principal = Depends(nobody)) -> dict[str, str]:
+    return {"hello": user.username}
 
 
 @fastapi_app.get("/session")
@@ -77,9 +96,10 @@ async def scoped_route(user: Principal = Depends(reports_reader)) -> dict[str, s
 #
 # Route order matters here: FastAPI matches routes one by one, ~1.5 µs per route tried
 # before the one that answers (measured in-process). The routes above sit right after
-# `/open`, in the order of bench/run.py's cells, so each pays for at most four routes more
-# than `/open` (a bias against authgate: 1.5-6 µs of a ~150 µs request); these come after
-# them and pay ~6 µs more each (so the before/after gain reads ~6 µs larger than it is).
+# `/open` (first `/nullauth`, then in the order of bench/run.py's cells), so each pays for at
+# most five routes more than `/open` and one to four more than `/nullauth` (a bias against
+# authgate: 1.5-7.5 µs of a ~130 µs request); these come after them and pay ~6 µs more
+# each (so the before/after gain reads ~6 µs larger than it is).
 
 
 def _chain(via: str, scopes: tuple[str, ...] = ()) -> Any:
@@ -142,5 +162,19 @@ def _starlette(middleware: list[Middleware]) -> Starlette:
                      middleware=middleware, lifespan=gate.lifespan)
 
 
+class NullAuthMiddleware:
+    """``AuthGateMiddleware``'s shape without authentication: every request is ``FIXED``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope["user"] = AuthenticatedUser(FIXED)
+            scope["auth"] = AuthCredentials(["authenticated"])
+        await self.app(scope, receive, send)
+
+
 starlette_app = _starlette([])
 starlette_mw = _starlette([Middleware(AuthGateMiddleware, gate=gate)])
+starlette_nullauth = _starlette([Middleware(NullAuthMiddleware)])

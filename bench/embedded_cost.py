@@ -80,6 +80,7 @@ async def main(n: int, rounds: int) -> None:
         bearer = {"Authorization": f"Bearer {pair.access_token}"}
         cases = [
             ("FastAPI", "/open", ea.fastapi_app, {}),
+            ("FastAPI", "/nullauth", ea.fastapi_app, cookie),
             ("FastAPI", "/session", ea.fastapi_app, cookie),
             ("FastAPI", "/bearer", ea.fastapi_app, bearer),
             ("FastAPI", "/any", ea.fastapi_app, cookie),
@@ -91,6 +92,7 @@ async def main(n: int, rounds: int) -> None:
             ("Starlette + middleware", "/open", ea.starlette_mw, {}),
             ("Starlette + middleware", "/session", ea.starlette_mw, cookie),
             ("Starlette + middleware", "/bearer", ea.starlette_mw, bearer),
+            ("Starlette + null auth", "/session", ea.starlette_nullauth, cookie),
         ]
         for stack, path, app, headers in cases:
             status = await call(app, path, headers)
@@ -100,7 +102,10 @@ async def main(n: int, rounds: int) -> None:
         for _ in range(rounds):
             for i, (_, path, app, headers) in enumerate(cases):
                 times[i].append(await timed(app, path, headers, n))
-        floor_of = {"FastAPI": 0, "Starlette": 8, "Starlette + middleware": 8}
+        starlette_open = cases.index(("Starlette", "/open", ea.starlette_app, {}))
+        floor_of = {"FastAPI": 0, "Starlette": starlette_open,
+                    "Starlette + middleware": starlette_open,
+                    "Starlette + null auth": starlette_open}
         print(f"{'stack':24} {'route':16} {'min µs':>7} {'+ µs':>6} {'median µs':>9} {'+ µs':>6}")
         for i, (stack, path, _, _) in enumerate(cases):
             base = times[floor_of[stack]]

@@ -15,7 +15,9 @@ Starlette floor (each in its own venv, ``uvicorn --loop uvloop --http httptools 
 /tmp/authgate-bench-peers (``AUTHGATE_BENCH_CACHE``); reruns reuse that. Embedded stacks
 (authgate's venv, bench/embedded_app.py): ``fastapi-embed`` (``/open``, ``Depends(gate.…)``
 routes and the pre-issue-15 dependency shape as ``before-*``), ``starlette-embed`` (a Starlette
-app's ``/open``) and ``starlette-mw`` (the same app with ``AuthGateMiddleware``).
+app's ``/open``), ``starlette-mw`` (the same app with ``AuthGateMiddleware``) and
+``starlette-nullauth`` (the same app with a middleware that sets a fixed user: no
+authentication, the shape's own cost; FastAPI's is ``fastapi-embed``'s ``/nullauth``).
 
 Endpoints: ``bare`` (peers ``/public``; authgate ``/healthz``, a computed JSON answer),
 ``unauth`` (authgate ``/.well-known/jwks.json``: its unauthenticated route with no database
@@ -27,10 +29,10 @@ memory per cached session (server RSS before/after N sessions are made through t
 a separate process and loaded by one ``GET /auth/me`` each).
 
 ``--smoke``: ~1 s cells, 1 round, authgate, the Starlette floor and the embedded apps
-(``fastapi-embed``, ``starlette-mw``; no ``before-*`` cells) only (run from authgate's
-own venv: no installs), 2,000 sessions; exits non-zero when a server fails to start or a
-protected request (or any authgate request) is not 2xx. Full results go to
-bench/results/latest.md and latest.png; smoke results to bench/results/raw/.
+(``fastapi-embed``, ``starlette-mw``, ``starlette-nullauth``; no ``before-*`` cells) only
+(run from authgate's own venv: no installs), 2,000 sessions; exits non-zero when a server
+fails to start or a protected request (or any authgate request) is not 2xx. Full results go
+to bench/results/latest.md and latest.png; smoke results to bench/results/raw/.
 """
 
 from __future__ import annotations
@@ -52,11 +54,15 @@ from typing import Any
 import benchlib as bl
 from benchlib import BenchError, Server, WrkResult
 
-ENDPOINTS = ["bare", "unauth", "session", "bearer", "apikey", "any", "scoped", "before-session",
-             "before-bearer", "before-scoped", "login"]
+ENDPOINTS = ["bare", "unauth", "nullauth", "session", "bearer", "apikey", "any", "scoped",
+             "before-session", "before-bearer", "before-scoped", "login"]
 ENDPOINT_LABEL = {
     "bare": "bare: peers `GET /public`, authgate `GET /healthz` (computed JSON, no I/O)",
     "unauth": "unauthenticated, no DB: authgate `GET /.well-known/jwks.json`",
+    "nullauth": "embedded only, no authentication: the framework's own cost of the shape, "
+                "with the session cookie sent — FastAPI `/nullauth` (one `Depends` taking "
+                "`Request`, returning a fixed principal), Starlette `starlette-nullauth` (a "
+                "middleware setting a fixed `request.user`, then `@requires`)",
     "session": "session: peers `GET /home`, authgate `GET /auth/me` + cookie",
     "bearer": "bearer EdDSA: peers `GET /dashboard-eddsa`, authgate `GET /auth/me` + Bearer",
     "apikey": "API key: authgate `GET /auth/me` (embedded: `Depends(gate.token_user)`) + "
@@ -71,8 +77,8 @@ ENDPOINT_LABEL = {
                      "`via=\"any\"`, had a third)",
     "login": "login: `POST /login` / `POST /auth/login` JSON, 4 connections",
 }
-PROTECTED = {"session", "bearer", "apikey", "any", "scoped", "before-session", "before-bearer",
-             "before-scoped"}
+PROTECTED = {"nullauth", "session", "bearer", "apikey", "any", "scoped", "before-session",
+             "before-bearer", "before-scoped"}
 
 
 @dataclass
@@ -276,6 +282,7 @@ class EmbeddedFastapi(Embedded):
         cookie, token = self.credentials(server)
         return {
             "bare": Cell("/open"),
+            "nullauth": Cell("/nullauth", {"Cookie": cookie}),
             "session": Cell("/session", {"Cookie": cookie}),
             "bearer": Cell("/bearer", {"Authorization": f"Bearer {token}"}),
             "apikey": Cell("/bearer", {"Authorization":
@@ -313,6 +320,17 @@ class EmbeddedStarletteMw(Embedded):
             "session": Cell("/session", {"Cookie": cookie}),
             "bearer": Cell("/bearer", {"Authorization": f"Bearer {token}"}),
         }
+
+
+class EmbeddedStarletteNullAuth(Embedded):
+    key = "starlette-nullauth"
+    label = "the same Starlette app with a middleware that sets a fixed `request.user` (no auth)"
+    app = "starlette_nullauth"
+    login_password = bl.PASSWORD
+
+    def cells(self, server: Server) -> dict[str, Cell]:
+        cookie, _ = self.credentials(server)
+        return {"nullauth": Cell("/session", {"Cookie": cookie})}
 
 
 class Peer(Stack):
@@ -658,7 +676,8 @@ def targets(run: Run, stacks: list[Stack]) -> list[tuple[str, str, str]]:
 def auth_cost(run: Run, keys: list[str]) -> list[str]:
     """One "what auth costs" table: each stack's protected routes ÷ its own bare route."""
     rows: list[list[str]] = []
-    floor_of = {"starlette-mw": "starlette-embed"}  # the same app without the middleware
+    # the same app without the middleware
+    floor_of = {"starlette-mw": "starlette-embed", "starlette-nullauth": "starlette-embed"}
     for key in keys:
         if key in ("starlette", "starlette-embed"):
             continue
@@ -666,14 +685,14 @@ def auth_cost(run: Run, keys: list[str]) -> list[str]:
         base = med(run, base_key, "bare")
         label = f"{_path_of(base_key, 'bare')}" + (" (no middleware)" if key in floor_of
                                                    else "")
-        for endpoint in ("session", "bearer", "apikey", "any", "scoped", "before-session",
-                         "before-bearer", "before-scoped"):
+        for endpoint in ("nullauth", "session", "bearer", "apikey", "any", "scoped",
+                         "before-session", "before-bearer", "before-scoped"):
             got = med(run, key, endpoint)
             if got != got:
                 continue
             rows.append([key, f"{endpoint} `{_path_of(key, endpoint)}`", fmt(got),
                          f"{label} {fmt(base)}", ratio(got, base)])
-        if key in floor_of:
+        if key == "starlette-mw":
             rows.append([key, "unauthenticated `/open` through the middleware",
                          fmt(med(run, key, "bare")), f"{label} {fmt(base)}",
                          ratio(med(run, key, "bare"), base)])
@@ -684,7 +703,11 @@ def auth_cost(run: Run, keys: list[str]) -> list[str]:
             "where it is used. `fastapi-embed` and `starlette-mw` are authgate inside a user's "
             "app (bench/embedded_app.py: every route returns the same small JSON); "
             "`starlette-mw` is divided by the same app without `AuthGateMiddleware` "
-            "(`starlette-embed`). authgate's own server is `GET /auth/me` ÷ `/healthz`; the "
+            "(`starlette-embed`). The `nullauth` rows authenticate nobody: the framework's "
+            "own cost of the same shape (FastAPI: one dependency taking `Request`; "
+            "Starlette: a middleware setting `request.user`, then `@requires`), the ratio "
+            "no authentication can beat there. authgate's own server is `GET /auth/me` ÷ "
+            "`/healthz`; the "
             "peers' protected routes ÷ their `/public`.", "",
             bl.md_table(["stack", "protected route", "req/s", "bare route req/s", "÷ bare"],
                         rows, "llrrr"), ""]
@@ -794,9 +817,11 @@ def fmt(value: float) -> str:
 
 
 def _path_of(stack: str, endpoint: str) -> str:
-    if stack in ("fastapi-embed", "starlette-embed", "starlette-mw"):
+    if stack in ("fastapi-embed", "starlette-embed", "starlette-mw", "starlette-nullauth"):
         if endpoint == "apikey":
             return "/bearer"
+        if endpoint == "nullauth" and stack == "starlette-nullauth":
+            return "/session"
         return "/open" if endpoint == "bare" else "/" + endpoint.replace("-", "/")
     if stack == "authgate":
         return {"bare": "/healthz", "unauth": "/.well-known/jwks.json", "session": "/auth/me",
@@ -897,11 +922,12 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="authgate-bench-"))
     classes: list[Callable[[Path], Stack]] = [Authgate, Express, FastapiUsers, Litestar,
                                                StarletteFloor, EmbeddedFastapi,
-                                               EmbeddedStarlette, EmbeddedStarletteMw]
+                                               EmbeddedStarlette, EmbeddedStarletteMw,
+                                               EmbeddedStarletteNullAuth]
     stacks = [cls(scratch) for cls in classes]
     if args.smoke:
         stacks = [s for s in stacks if s.key in ("authgate", "starlette", "fastapi-embed",
-                                                  "starlette-mw")]
+                                                  "starlette-mw", "starlette-nullauth")]
         for s in stacks:
             s.smoke = True
             if isinstance(s, UvicornPeer):
