@@ -230,9 +230,10 @@ def report(tput: dict[str, Any] | None, revoke: dict[str, dict[str, Any]], worke
                   "while a wrk loads `GET /auth/me` with another user's session on 32 "
                   "connections. Delay = A's answer to the logout / revoke → B's first 401. "
                   "The contract's bound is 1 s on every instance and worker. What sets the "
-                  f"delay: on SQLite, the revocation-log poll ({rv.POLL_INTERVAL} s) plus "
-                  "B's own request under load; on PostgreSQL + Redis, the fan-out message "
-                  "(plus the same request).", ""]
+                  "delay: the message to the other worker (SQLite: a datagram on the local "
+                  "socket bus; PostgreSQL + Redis: `pg_notify` and pub/sub) plus B's own "
+                  "request under load; a lost message costs at most the revocation-log poll "
+                  f"({rv.POLL_INTERVAL} s).", ""]
         rows = []
         for backend, data in revoke.items():
             load = data["load"] or {}
