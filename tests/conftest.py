@@ -228,6 +228,7 @@ SLOW_TESTS = frozenset(f"tests/{name}" for name in (
     "web/test_parsing.py::test_a_json_key_given_twice_is_always_refused",
     "test_advisories.py::test_jwe_positive_control_issued_and_forged",
     "unit/test_engine.py::test_engine_imports_no_web_framework",
+    "unit/test_engine.py::test_webauthn_is_loaded_by_the_first_passkey_ceremony_only",
     "blackbox/test_mail_delivery.py::test_cli_users_with_email",
     "blackbox/test_mail_delivery.py::test_an_smtp_outage_delays_mail_and_loses_none",
     "blackbox/test_mail_delivery.py::test_outbox_depth_metric",
