@@ -344,6 +344,22 @@ def lua_post(path: Path, body: str, content_type: str = "application/json") -> P
     return path
 
 
+def lua_post_each(path: Path, bodies: list[str],
+                  content_type: str = "application/json") -> Path:
+    """A wrk script that POSTs the ``bodies`` in turn, one per request."""
+    items = ", ".join(f"[==[{body}]==]" for body in bodies)
+    path.write_text(
+        f"local bodies = {{{items}}}\n"
+        "local n = 0\n"
+        'wrk.method = "POST"\n'
+        f'wrk.headers["Content-Type"] = "{content_type}"\n'
+        "request = function()\n"
+        "  n = n % #bodies + 1\n"
+        "  return wrk.format(nil, nil, nil, bodies[n])\n"
+        "end\n")
+    return path
+
+
 # -- numbers --------------------------------------------------------------------------------
 
 
@@ -393,6 +409,25 @@ def create_user(env: Mapping[str, str], username: str = "alice",
                           cwd=cwd, check=False, timeout=120)
     if proc.returncode != 0:
         raise BenchError(f"authgate users create failed: {proc.stderr.strip()}")
+
+
+def create_users(env: Mapping[str, str], usernames: Iterable[str], password: str = PASSWORD,
+                 cwd: Path | None = None) -> None:
+    """More users with one password, through the engine in one process (``authgate users
+    create`` is a process each); the database must exist (:func:`create_user` first)."""
+    code = ("import asyncio, sys\n"
+            "from authgate import AuthGate, Settings\n"
+            "async def main() -> None:\n"
+            "    password = sys.stdin.read()\n"
+            "    async with AuthGate(Settings()) as gate:\n"
+            "        for name in sys.argv[1:]:\n"
+            "            await gate.users.create_user(name, password)\n"
+            "asyncio.run(main())\n")
+    proc = subprocess.run([str(VENV_PY), "-c", code, *usernames], input=password, text=True,
+                          capture_output=True, env=dict(env), cwd=cwd, check=False,
+                          timeout=120)
+    if proc.returncode != 0:
+        raise BenchError(f"creating users failed: {proc.stderr.strip()[-500:]}")
 
 
 def authgate_server(name: str, env: Mapping[str, str], workdir: Path, *, port: int | None = None,
