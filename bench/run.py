@@ -256,6 +256,7 @@ class Embedded(Stack):
     like the peers (``uvicorn --workers 1``); its bare route is the same app's ``/open``."""
 
     app = ""
+    login_password = bl.PASSWORD
 
     def server(self, round_no: int) -> Server:
         work = Path(tempfile.mkdtemp(prefix=f"{self.key}-r{round_no}-", dir=self.scratch))
@@ -288,7 +289,6 @@ class EmbeddedFastapi(Embedded):
     key = "fastapi-embed"
     label = "authgate in a FastAPI app (`Depends(gate.…)`)"
     app = "fastapi_app"
-    login_password = bl.PASSWORD
 
     def cells(self, server: Server) -> dict[str, Cell]:
         cookie, token = self.credentials(server)
@@ -313,7 +313,6 @@ class EmbeddedStarlette(Embedded):
     key = "starlette-embed"
     label = "Starlette app without authgate's middleware (its `/open`)"
     app = "starlette_app"
-    login_password = bl.PASSWORD
 
     def cells(self, server: Server) -> dict[str, Cell]:
         return {"bare": Cell("/open")}
@@ -323,7 +322,6 @@ class EmbeddedStarletteMw(Embedded):
     key = "starlette-mw"
     label = "the same Starlette app with `AuthGateMiddleware` (`@requires`, `request.user`)"
     app = "starlette_mw"
-    login_password = bl.PASSWORD
 
     def cells(self, server: Server) -> dict[str, Cell]:
         cookie, token = self.credentials(server)
@@ -338,7 +336,6 @@ class EmbeddedStarletteNullAuth(Embedded):
     key = "starlette-nullauth"
     label = "the same Starlette app with a middleware that sets a fixed `request.user` (no auth)"
     app = "starlette_nullauth"
-    login_password = bl.PASSWORD
 
     def cells(self, server: Server) -> dict[str, Cell]:
         cookie, _ = self.credentials(server)
